@@ -1,0 +1,73 @@
+"""Clients of gradient-based rules: each uploads z_j = g_j (eq. 3), a Byzantine one a forged vector (eq. 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attacks import forge, poison_labels
+from ..config import ExperimentConfig
+from ..gradients import batched_grads, stack_padded
+from ..models import FlatModel
+from ..rng import Purpose, generator
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local training set, already scaled, on the hosting rank's device."""
+
+    client: int
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+
+
+class GradientClients:
+    """A block of consecutive clients hosted by one rank; their gradients are computed in one batched call."""
+
+    def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
+                 theta0: torch.Tensor) -> None:
+        self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
+        self.ids = [c.client for c in clients]
+
+    def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = generator(self.cfg.seed, Purpose.BATCH, round_, c.client)
+        idx = torch.randperm(len(c.y), generator=g)[: c.batch_size].to(c.y.device)
+        return c.x[idx], c.y[idx]
+
+    def gradients(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
+        """[k, d] mini-batch gradients of the hosted clients; Byzantine ones on poisoned labels.
+
+        ``theta`` is [d], or [k, d] for per-client models; ``byzantine`` is the full [n] ground-truth mask.
+        """
+        xs, ys = [], []
+        for c in self.clients:
+            x, y = self._batch(c, round_)
+            if byzantine[c.client]:
+                y = poison_labels(y, self.cfg.attack, self.num_classes)
+            xs.append(x)
+            ys.append(y)
+        x, y, w = stack_padded(xs, ys)
+        return batched_grads(self.flat, theta, x, y, w, self.cfg.train.client_chunk)
+
+    def _forge_rows(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
+        for row, j in enumerate(self.ids):
+            if byzantine[j]:
+                z[row] = forge(z[row], self.cfg.attack, self.cfg.seed, round_, j)
+        return z
+
+    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:
+        """The [k, d] float32 block this rank uploads in round ``round_``.
+
+        Under Noisy Median honest clients add N(0, sigma²) noise before upload [11]; Byzantine clients send what the
+        attack makes of their noiseless update (NOTES.md).
+        """
+        z = self.gradients(theta, round_, byzantine)
+        if self.cfg.aggregator.name == "noisy_median":
+            sigma = self.cfg.aggregator.sigma
+            for row, j in enumerate(self.ids):
+                if not byzantine[j]:
+                    noise = torch.randn(z.shape[1], generator=generator(self.cfg.seed, Purpose.NOISE, round_, j))
+                    z[row] += sigma * noise.to(z.device)
+        return self._forge_rows(z, round_, byzantine).contiguous()

@@ -1,0 +1,30 @@
+"""RSA clients (eq. 6): each keeps a model copy theta_j and uploads it; the server applies eq. 7.
+
+Rounds are synchronous (Jacobi) as in [12]: in round r client j uploads theta_j^{r−1}, then updates it with
+theta_M^{r−1} received in the same round, so one Bcast and one Gatherv per round suffice.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ExperimentConfig
+from ..models import FlatModel
+from .gradient import ClientData, GradientClients
+
+
+class RsaClients(GradientClients):
+    def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
+                 theta0: torch.Tensor) -> None:
+        super().__init__(cfg, flat, clients, num_classes, theta0)
+        self.models = theta0.unsqueeze(0).repeat(len(clients), 1)
+
+    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:
+        """Upload theta_j^{r−1} (forged for Byzantine clients), then
+        theta_j^r = theta_j^{r−1} − mu_r ( (1/(n m)) sum_k grad l(theta_j^{r−1}) + delta sign(theta_j^{r−1} − theta_M^{r−1}) ).
+        """
+        upload = self._forge_rows(self.models.clone(), round_, byzantine).contiguous()
+        grads = self.gradients(self.models, round_, byzantine) / self.cfg.clients
+        penalty = self.cfg.aggregator.delta * torch.sign(self.models - theta.unsqueeze(0))
+        self.models -= lr * (grads + penalty)
+        return upload

@@ -1,0 +1,83 @@
+"""`mpifl`: train, data fetch, info. Errors end as one line and a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import ConfigError, ExperimentConfig, load
+from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
+
+_USER_ERRORS = (ConfigError, DataError)
+
+
+def _default_out(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / f"{cfg.name}_{cfg.aggregator.name}_{cfg.attack.name}_s{cfg.seed}.h5"
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mpifl")
+def main() -> None:
+    """DiverseFL and robust federated-learning baselines on MPI (rank 0 = server, ranks 1..n = clients)."""
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Experiment YAML (configs/).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override one config value.")
+@click.option("--rounds", type=click.IntRange(min=1), help="Shorthand for --set rounds=N.")
+@click.option("--seed", type=click.IntRange(min=0), help="Shorthand for --set seed=S.")
+@click.option("--data-root", type=click.Path(file_okay=False), help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
+@click.option("--out", type=click.Path(dir_okay=False), help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | None, seed: int | None,
+          data_root: str | None, out: str | None, overwrite: bool, quiet: bool) -> None:
+    """Train one experiment; under mpirun rank 0 serves and ranks 1..P-1 host the clients."""
+    from .train import SetupError, run
+
+    extra = [f"rounds={rounds}"] if rounds is not None else []
+    extra += [f"seed={seed}"] if seed is not None else []
+    extra += [f"data.root={data_root}"] if data_root is not None else []
+    try:
+        cfg = load(config_path, [*overrides, *extra])
+        path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
+        result = run(cfg, path, overwrite=overwrite, progress=None if quiet else sys.stderr)
+    except (*_USER_ERRORS, SetupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if result is not None:
+        click.echo(f"{result.path}  final accuracy {result.final.accuracy:.4f} after {result.rounds} rounds")
+
+
+@main.group()
+def data() -> None:
+    """Datasets under the data root (torchvision layout)."""
+
+
+@data.command("fetch")
+@click.argument("name", type=click.Choice(["mnist", "fashion_mnist", "cifar10", "cifar100"]))
+@click.option("--root", type=click.Path(file_okay=False), help=f"Data root (default ${DATA_ROOT_ENV}, ./data).")
+def fetch_command(name: str, root: str | None) -> None:
+    """Download NAME (torchvision mirrors; offline fallbacks for MNIST and Fashion-MNIST)."""
+    from .data.fetch import fetch
+
+    target = resolve_root(root)
+    try:
+        source = fetch(name, target)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name} ready under {target} (from {source})")
+
+
+@main.command()
+def info() -> None:
+    """Versions, MPI library, CUDA-awareness and the device each rank would use."""
+    from .info import describe
+
+    click.echo(describe())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

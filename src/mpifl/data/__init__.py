@@ -1,0 +1,1 @@
+"""Datasets, partitions across clients, and the fetch helpers behind `mpifl data fetch`."""

@@ -1,0 +1,66 @@
+"""Which rank hosts which clients, and which device a rank computes on.
+
+With P ranks and n clients: P = 1 runs everything in one process; otherwise rank 0 is the server and ranks 1..P−1
+host contiguous blocks of clients (n = P−1 is the paper's one client per rank; n > P−1 packs several per rank).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class Placement:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+    clients: range  # the clients this rank hosts, in client order
+
+    @property
+    def is_server(self) -> bool:
+        return self.rank == 0
+
+
+def block(n: int, workers: int, index: int) -> range:
+    """Clients of worker ``index`` of ``workers`` when n clients are dealt in contiguous, near-equal blocks."""
+    base, extra = divmod(n, workers)
+    start = index * base + min(index, extra)
+    return range(start, start + base + (1 if index < extra else 0))
+
+
+def client_blocks(n: int, size: int) -> list[range]:
+    """The hosted clients of every rank 0..size−1 (rank 0 hosts none when there are client ranks)."""
+    if size == 1:
+        return [range(n)]
+    if n < size - 1:
+        raise ConfigError(
+            f"clients={n} is fewer than the {size - 1} client ranks of this {size}-rank job; "
+            f"run with mpirun -n {n + 1} or fewer, or raise clients."
+        )
+    return [range(0)] + [block(n, size - 1, i) for i in range(size - 1)]
+
+
+def choose_device(preference: str, local_rank: int) -> torch.device:
+    """``cuda:(local_rank mod n_gpus)`` when GPUs are visible (under ``--gpus-per-task=1`` that is cuda:0), else CPU."""
+    gpus = torch.cuda.device_count() if preference != "cpu" else 0
+    if preference == "cuda" and gpus == 0:
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu.")
+    if gpus == 0:
+        return torch.device("cpu")
+    return torch.device(f"cuda:{local_rank % gpus}")
+
+
+def resolve(rank: int, size: int, local_rank: int, n_clients: int, device_preference: str) -> Placement:
+    return Placement(rank, size, local_rank, choose_device(device_preference, local_rank),
+                     client_blocks(n_clients, size)[rank])
+
+
+def visible_devices() -> str:
+    """What the scheduler exposed to this process (for `mpifl info`)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")

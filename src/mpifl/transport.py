@@ -1,0 +1,120 @@
+"""How theta goes out and updates come back: in-process, or over MPI with raw buffers.
+
+This is the one module that speaks MPI. Client→server traffic uses upper-case mpi4py calls on float32/uint8 numpy
+buffers only, never pickle, so a Byzantine client can send wrong numbers but never code. Torch tensors are shared
+with numpy zero-copy on the host; device tensors are staged through host memory (this Open MPI build is not
+CUDA-aware; see `mpifl info`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
+_MESSAGE_BYTES = 1024
+
+
+class LocalTransport:
+    """One process: rank 0 hosts the server and every client; collectives are identities."""
+
+    rank, size, local_rank = 0, 1, 0
+
+    def configure(self, blocks: list[range], dim: int) -> None:
+        self.dim = dim
+
+    def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
+        return theta
+
+    def gather(self, block: torch.Tensor) -> torch.Tensor:
+        return block
+
+    def gather_seconds(self, seconds: float) -> np.ndarray:
+        return np.array([seconds])
+
+    def agree(self, error: str | None) -> str | None:
+        return error
+
+    def abort(self, code: int = 1) -> None:
+        raise SystemExit(code)
+
+
+class MpiTransport:
+    """Rank 0 serves; Bcast of theta, Gatherv of each rank's [k_local, d] block into [n, d] in client order."""
+
+    def __init__(self) -> None:
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank = node.Get_rank()
+        node.Free()
+
+    def configure(self, blocks: list[range], dim: int) -> None:
+        """Fix the Gatherv layout: rank r contributes len(blocks[r]) rows of d float32 values."""
+        self.dim = dim
+        self.counts = np.array([len(b) * dim for b in blocks], dtype=np.int64)
+        self.displs = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        n = sum(len(b) for b in blocks)
+        self.recv = np.empty((n, dim), dtype=np.float32) if self.rank == 0 else None
+        self.theta = np.empty(dim, dtype=np.float32)
+
+    def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
+        if self.rank == 0:
+            self.theta[:] = theta.detach().cpu().numpy()
+        self.comm.Bcast([self.theta, self.MPI.FLOAT], root=0)
+        return torch.from_numpy(self.theta.copy()).to(theta.device)
+
+    def gather(self, block: torch.Tensor) -> torch.Tensor | None:
+        send = np.ascontiguousarray(block.detach().cpu().numpy(), dtype=np.float32)
+        if self.rank == 0:
+            self.comm.Gatherv([send, self.MPI.FLOAT], [self.recv, (self.counts, self.displs), self.MPI.FLOAT], root=0)
+            return torch.from_numpy(self.recv.copy()).to(block.device)
+        self.comm.Gatherv([send, self.MPI.FLOAT], None, root=0)
+        return None
+
+    def gather_seconds(self, seconds: float) -> np.ndarray | None:
+        """Every rank's compute time for the round, at rank 0 (a float64 buffer, not a pickled object)."""
+        send = np.array([seconds], dtype=np.float64)
+        recv = np.empty(self.size, dtype=np.float64) if self.rank == 0 else None
+        self.comm.Gather([send, self.MPI.DOUBLE], [recv, self.MPI.DOUBLE] if recv is not None else None, root=0)
+        return recv
+
+    def agree(self, error: str | None) -> str | None:
+        """Collectively decide whether set-up failed anywhere; every rank gets the first rank's message.
+
+        Messages travel as fixed-size UTF-8 byte buffers (Allgather), so no rank ever unpickles another's data.
+        """
+        send = np.zeros(_MESSAGE_BYTES, dtype=np.uint8)
+        if error:
+            raw = f"rank {self.rank}: {error}".encode()[:_MESSAGE_BYTES]
+            send[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        recv = np.empty((self.size, _MESSAGE_BYTES), dtype=np.uint8)
+        self.comm.Allgather([send, self.MPI.BYTE], [recv, self.MPI.BYTE])
+        for row in recv:
+            if row.any():
+                return bytes(row).rstrip(b"\0").decode(errors="replace")
+        return None
+
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(code)
+
+
+Transport = LocalTransport | MpiTransport
+
+
+def launched_by_mpi() -> bool:
+    """True under mpirun/mpiexec/srun; a plain `mpifl train` then never initialises MPI."""
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def create() -> Transport:
+    if launched_by_mpi():
+        transport = MpiTransport()
+        if transport.size > 1:
+            return transport
+    return LocalTransport()

@@ -1,0 +1,53 @@
+"""Shared fixtures: small synthetic configs, and the real MNIST copy when this machine has one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mpifl.config import ExperimentConfig, from_tree
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def small_tree(**sections) -> dict:  # type: ignore[no-untyped-def]
+    """A 4-client run on the synthetic dataset that takes well under a second per round."""
+    tree = {
+        "name": "test", "seed": 3, "clients": 4, "rounds": 6,
+        "data": {"dataset": "synthetic", "synthetic_train": 400, "synthetic_test": 200, "scale": "standardize"},
+        "model": {"name": "mlp", "hidden": 16},
+        "train": {"batch_fraction": 0.2, "eval_every": 2, "lr": {"schedule": "constant", "base": 0.3}},
+        "byzantine": {"model": "random", "k": 1},
+        "attack": {"name": "sign_flip"},
+        "aggregator": {"name": "diversefl", "sample_fraction": 0.2},
+        "output": {"progress_every": 1000},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            tree.setdefault(key, {}).update(value)
+        else:
+            tree[key] = value
+    return tree
+
+
+def small_config(**sections) -> ExperimentConfig:  # type: ignore[no-untyped-def]
+    return from_tree(small_tree(**sections))
+
+
+def mnist_root() -> Path | None:
+    """A data root holding MNIST's raw IDX files: $MPIFL_DATA_ROOT, else ../shared/data."""
+    for root in (os.environ.get("MPIFL_DATA_ROOT"), SHARED_DATA):
+        if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return Path(root)
+    return None
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    root = mnist_root()
+    if root is None:
+        pytest.skip(f"real MNIST not found (looked in $MPIFL_DATA_ROOT and {SHARED_DATA})")
+    return root

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from mpifl import aggregators as agg
+from mpifl.config import AggregatorConfig
+
+Z = torch.tensor([[1.0, 10.0], [2.0, -4.0], [7.0, 0.0], [3.0, 2.0]])
+
+
+def test_median_of_even_count_is_mean_of_the_two_middle_values():
+    # column 0 sorted: 1 2 3 7 → (2+3)/2; column 1 sorted: -4 0 2 10 → (0+2)/2
+    assert torch.equal(agg.coordinate_median(Z), torch.tensor([2.5, 1.0]))
+
+
+def test_median_of_odd_count_is_the_middle_value():
+    assert torch.equal(agg.coordinate_median(Z[:3]), torch.tensor([2.0, 0.0]))
+
+
+def test_trimmed_mean_drops_floor_beta_n_from_each_end():
+    z = torch.arange(20, dtype=torch.float32).unsqueeze(1) ** 2  # 0, 1, 4, ..., 361
+    kept = torch.arange(2, 18, dtype=torch.float32) ** 2  # beta n = 2 trimmed each side
+    assert torch.allclose(agg.trimmed_mean(z, 0.1), kept.mean().unsqueeze(0))
+
+
+def test_trimmed_mean_with_nothing_to_trim_is_the_mean():
+    assert torch.equal(agg.trimmed_mean(Z, 0.1), Z.mean(dim=0))  # floor(0.4) = 0
+
+
+def test_similarity_values():
+    guiding = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0], [1.0, 1.0]])
+    c1, c2 = agg.similarity(Z, guiding)
+    assert c1.tolist() == [1, -1, 1, 1]  # dots: 1, -8, 21, 5
+    assert torch.allclose(c2, torch.tensor([math.sqrt(101), math.sqrt(20) / 2, 7 / 5, math.sqrt(13) / math.sqrt(2)]))
+
+
+def test_diversefl_boundaries_are_strict():
+    c1 = torch.tensor([1, 1, 1, 1, 0, -1, 1], dtype=torch.int8)
+    c2 = torch.tensor([0.5, 2.0, 0.5001, 1.9999, 1.0, 1.0, math.nan])
+    assert agg.diversefl_accept(c1, c2, 0.5, 2.0).tolist() == [False, False, True, True, False, False, False]
+
+
+def test_diversefl_rejects_scaled_and_flipped_updates_of_the_guiding_gradient():
+    g = torch.tensor([[0.3, -0.2, 0.5]]).repeat(5, 1)
+    z = torch.stack([g[0], -g[0], 3 * g[0], 0.4 * g[0], 1.9 * g[0]])
+    c1, c2 = agg.similarity(z, g)
+    assert agg.diversefl_accept(c1, c2, 0.5, 2.0).tolist() == [True, False, False, False, True]
+
+
+def test_zero_guiding_gradient_fails_condition_two():
+    c1, c2 = agg.similarity(torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2))
+    assert c1.tolist() == [0, 0] and math.isinf(c2[0]) and math.isnan(c2[1])
+    assert not agg.diversefl_accept(c1, c2, 0.5, 2.0).any()
+
+
+def test_diversefl_averages_only_accepted_and_returns_none_when_nobody_is():
+    accepted = torch.tensor([True, False, True, False])
+    decision = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool), accepted)
+    assert torch.equal(decision.direction, torch.tensor([4.0, 5.0]))
+    nobody = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool),
+                           torch.zeros(4, dtype=torch.bool))
+    assert nobody.direction is None and not nobody.accepted.any()
+
+
+def test_oracle_uses_the_ground_truth_honest_set():
+    honest = torch.tensor([False, True, True, False])
+    decision = agg.aggregate(AggregatorConfig(name="oracle"), Z, torch.zeros(2), honest, None)
+    assert torch.equal(decision.direction, torch.tensor([4.5, -2.0]))
+    assert decision.accepted.tolist() == honest.tolist()
+
+
+def test_rsa_server_step_by_hand():
+    theta = torch.tensor([1.0, -1.0, 0.0])
+    models = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 1.0], [5.0, -3.0, -2.0]])
+    # sign(theta - theta_j): [1,-1,0], [-1,0,-1], [-1,1,1] → sums [-1, 0, 0]; times delta 0.5
+    assert torch.equal(agg.rsa_direction(theta, models, 0.5), torch.tensor([-0.5, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize(("name", "expected"), [("mean", [3.25, 2.0]), ("median", [2.5, 1.0]),
+                                                ("noisy_median", [2.5, 1.0]), ("trmean", [3.25, 2.0])])
+def test_dispatch_accepts_everyone_for_rules_without_a_filter(name, expected):
+    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool), None)
+    assert decision.direction.tolist() == expected and decision.accepted.all()

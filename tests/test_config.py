@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from mpifl.config import ConfigError, ExperimentConfig, load, to_yaml, validate_against_data
+
+from .conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_default_config_is_the_fig3_file():
+    assert load(REPO / "configs" / "fig3_mnist_mlp.yaml") == ExperimentConfig()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_paper_config_loads_and_round_trips_through_yaml(path: Path, tmp_path: Path):
+    cfg = load(path)
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(to_yaml(cfg))
+    assert load(copy) == cfg
+
+
+def test_paper_hyperparameters_fig2():
+    cfg = load(REPO / "configs" / "fig2_mnist_softmax.yaml")
+    assert (cfg.train.batch_size, cfg.rounds, cfg.train.weight_decay) == (300, 1000, 0.0067)
+    assert (cfg.train.lr.schedule, cfg.train.lr.base) == ("inv_sqrt", 0.001)
+    assert (cfg.aggregator.delta, cfg.aggregator.beta, cfg.aggregator.sigma) == (0.2635, 0.1, 100.0)
+    assert (cfg.aggregator.sample_size, cfg.aggregator.eps1, cfg.aggregator.eps2) == (30, 0.5, 2.0)
+    assert (cfg.model.init, cfg.data.scale) == ("zeros", "raw")
+
+
+def test_overrides_are_parsed_to_the_field_type():
+    cfg = load(None, ["train.lr.base=0.5", "aggregator.name=median", "train.lr.milestones=[3, 7]", "clients=10"])
+    assert cfg.train.lr.base == 0.5 and isinstance(cfg.train.lr.base, float)
+    assert cfg.aggregator.name == "median"
+    assert cfg.train.lr.milestones == [3, 7]
+    assert cfg.clients == 10
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["aggregator.eps1=2", "aggregator.eps2=0.5"], "aggregator.eps1=2.0 must be smaller than aggregator.eps2=0.5"),
+    (["aggregator.beta=0.5"], "aggregator.beta=0.5 must be in [0, 0.5)"),
+    (["byzantine.k=21"], "byzantine.k=21 exceeds clients=20"),
+    (["trian.rounds=3"], "unknown key trian. Did you mean train?"),
+    (["aggregator.nmae=median"], "unknown key aggregator.nmae. Did you mean aggregator.name?"),
+    (["aggregator.name=medain"], "Did you mean 'median'?"),
+    (["rounds=ten"], "rounds='ten' must be an integer."),
+    (["train.batch_size=30"], "set exactly one of train.batch_size and train.batch_fraction"),
+    (["byzantine.model=fixed", "byzantine.clients=[1, 20]"], "byzantine.clients=[1, 20] must be distinct client ids"),
+    (["train.lr.milestones=[9, 3]"], "train.lr.milestones=[9, 3] must be increasing"),
+    (["clients=0"], "clients=0 must be > 0"),
+    (["data"], "--set 'data' must look like key.sub=value"),
+])
+def test_impossible_values_are_rejected_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load(None, overrides)
+    assert message in str(err.value)
+
+
+def test_sample_larger_than_a_client_is_rejected():
+    cfg = load(None, ["aggregator.sample_size=200", "aggregator.sample_fraction=null"])
+    with pytest.raises(ConfigError, match="aggregator.sample_size=200 exceeds the smallest client's 150 points"):
+        validate_against_data(cfg, [150] * 20, 10)
+
+
+def test_backdoor_class_outside_dataset_is_rejected():
+    cfg = load(None, ["attack.name=backdoor", "attack.target=12"])
+    with pytest.raises(ConfigError, match="attack.target=12 is not a class"):
+        validate_against_data(cfg, [3000] * 20, 10)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 3\ntrain: {batch_size: [\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d"):
+        load(bad)
+
+
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections, not list"):
+        load(bad)
