@@ -16,10 +16,7 @@ def _mpi_lines() -> tuple[list[str], int, int, int]:
     from mpi4py import MPI
 
     tp = transport.MpiTransport()
-    cuda_aware = "unknown"
-    query = getattr(MPI, "Query_cuda_support", None)
-    if query is not None:
-        cuda_aware = "yes" if query() else "no"
+    cuda_aware = "yes" if transport.cuda_aware() else "no"
     vendor, version = MPI.get_vendor()
     lines = [f"mpi: {vendor} {'.'.join(map(str, version))}; MPI {MPI.Get_version()[0]}.{MPI.Get_version()[1]}; "
              f"CUDA-aware: {cuda_aware}"]

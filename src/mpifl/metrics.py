@@ -8,6 +8,7 @@ readable file and `h5py` readers can follow a running job. Layout (schema versio
     clients/byzantine, clients/accepted                                             [R, n]   bool
     clients/c1 (int8), clients/c2, clients/update_norm, clients/guiding_norm        [R, n]   (nan/0: not computed)
     time/<phase>                                                                    [R]      seconds
+    model/theta [d] float32, model/round [1]: the final model and its round (0 until the run has finished)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class RoundRecord:
 
 
 class RunWriter:
-    def __init__(self, path: Path, n_clients: int, config_yaml: str, version: str) -> None:
+    def __init__(self, path: Path, n_clients: int, dim: int, config_yaml: str, version: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.n, self.rows = path, n_clients, 0
         self.file = h5py.File(path, "w", libver="latest")
@@ -59,6 +60,8 @@ class RunWriter:
                              chunks=(max(1, 4096 // n_clients), n_clients))
         for phase in PHASES:
             f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+        f.create_dataset("model/theta", shape=(dim,), dtype=np.float32)
+        f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64))
         f.swmr_mode = True
 
     def append(self, rec: RoundRecord) -> None:
@@ -78,6 +81,12 @@ class RunWriter:
             f[f"time/{phase}"][i] = rec.times.get(phase, 0.0)
         self.rows = i + 1
         f.flush()
+
+    def write_model(self, theta: np.ndarray, round_: int) -> None:
+        """The final flat parameters, so analyses (and the MPI equality tests) need no checkpoint."""
+        self.file["model/theta"][:] = theta
+        self.file["model/round"][0] = round_
+        self.file.flush()
 
     def close(self) -> None:
         if self.file.id.valid:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -140,18 +141,22 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     """Train ``cfg`` and write metrics to ``out`` (rank 0). Returns the result on rank 0, None elsewhere."""
     tp = tp or transport_mod.create()
     s = _agreed_setup(cfg, tp, out, overwrite)
-    tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim)
-    writer = RunWriter(out, cfg.clients, to_yaml(cfg), __version__) if s.placement.is_server else None
+    tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim, s.placement.device)
+    writer = RunWriter(out, cfg.clients, s.flat.dim, to_yaml(cfg), __version__) if s.placement.is_server else None
     try:
         theta, final = _loop(cfg, tp, s, writer, progress)
     except BaseException:
         if writer is not None:
             writer.close()
         if tp.size > 1:
+            print(f"[mpifl] rank {tp.rank} failed in the round loop; aborting every rank:", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
             tp.abort(1)
         raise
     if writer is None:
         return None
+    writer.write_model(theta.cpu().numpy(), cfg.rounds)
     writer.close()
     return RunResult(out, theta, final, cfg.rounds)
 

@@ -2,8 +2,8 @@
 
 This is the one module that speaks MPI. Client→server traffic uses upper-case mpi4py calls on float32/uint8 numpy
 buffers only, never pickle, so a Byzantine client can send wrong numbers but never code. Torch tensors are shared
-with numpy zero-copy on the host; device tensors are staged through host memory (this Open MPI build is not
-CUDA-aware; see `mpifl info`).
+with numpy zero-copy on the host; device tensors are passed to a CUDA-aware MPI as they are and otherwise staged
+through pinned host memory (`mpifl info` says which applies; PyPI's Open MPI wheel is not CUDA-aware).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ class LocalTransport:
 
     rank, size, local_rank = 0, 1, 0
 
-    def configure(self, blocks: list[range], dim: int) -> None:
-        self.dim = dim
+    def configure(self, blocks: list[range], dim: int, device: torch.device) -> None:
+        """Nothing to preallocate in one process."""
 
     def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
         return theta
@@ -41,6 +41,14 @@ class LocalTransport:
         raise SystemExit(code)
 
 
+def cuda_aware() -> bool:
+    """Whether the MPI library can read CUDA device buffers (Open MPI's MPIX_Query_cuda_support via mpi4py)."""
+    from mpi4py import MPI
+
+    query = getattr(MPI, "Query_cuda_support", None)
+    return bool(query()) if query is not None else False
+
+
 class MpiTransport:
     """Rank 0 serves; Bcast of theta, Gatherv of each rank's [k_local, d] block into [n, d] in client order."""
 
@@ -54,27 +62,44 @@ class MpiTransport:
         self.local_rank = node.Get_rank()
         node.Free()
 
-    def configure(self, blocks: list[range], dim: int) -> None:
-        """Fix the Gatherv layout: rank r contributes len(blocks[r]) rows of d float32 values."""
-        self.dim = dim
+    def configure(self, blocks: list[range], dim: int, device: torch.device) -> None:
+        """Preallocate the wire buffers and fix the Gatherv layout (rank r sends len(blocks[r]) rows of d floats).
+
+        On GPU with CUDA-aware MPI the buffers live on the device and MPI reads them directly; on GPU otherwise they
+        are pinned host memory, so the staging copies are fast DMA transfers.
+        """
+        on_gpu = device.type == "cuda"
+        self.direct = on_gpu and cuda_aware()
+        where = device if self.direct else torch.device("cpu")
+        pinned = on_gpu and not self.direct
+
+        def alloc(*shape: int) -> torch.Tensor:
+            return torch.empty(shape, dtype=torch.float32, device=where, pin_memory=pinned)
+
         self.counts = np.array([len(b) * dim for b in blocks], dtype=np.int64)
         self.displs = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        n = sum(len(b) for b in blocks)
-        self.recv = np.empty((n, dim), dtype=np.float32) if self.rank == 0 else None
-        self.theta = np.empty(dim, dtype=np.float32)
+        self.theta = alloc(dim)
+        self.send = alloc(len(blocks[self.rank]), dim)
+        self.recv = alloc(sum(len(b) for b in blocks), dim) if self.rank == 0 else None
+
+    def _wire(self, t: torch.Tensor):  # type: ignore[no-untyped-def]
+        """What mpi4py is handed: the device tensor itself (CUDA-aware) or a zero-copy numpy view."""
+        return [t if self.direct else t.numpy(), self.MPI.FLOAT]
 
     def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
         if self.rank == 0:
-            self.theta[:] = theta.detach().cpu().numpy()
-        self.comm.Bcast([self.theta, self.MPI.FLOAT], root=0)
-        return torch.from_numpy(self.theta.copy()).to(theta.device)
+            self.theta.copy_(theta)
+        self.comm.Bcast(self._wire(self.theta), root=0)
+        return self.theta.to(theta.device, copy=True)
 
     def gather(self, block: torch.Tensor) -> torch.Tensor | None:
-        send = np.ascontiguousarray(block.detach().cpu().numpy(), dtype=np.float32)
+        self.send.copy_(block)
         if self.rank == 0:
-            self.comm.Gatherv([send, self.MPI.FLOAT], [self.recv, (self.counts, self.displs), self.MPI.FLOAT], root=0)
-            return torch.from_numpy(self.recv.copy()).to(block.device)
-        self.comm.Gatherv([send, self.MPI.FLOAT], None, root=0)
+            assert self.recv is not None
+            buf, mpi_type = self._wire(self.recv)
+            self.comm.Gatherv(self._wire(self.send), [buf, (self.counts, self.displs), mpi_type], root=0)
+            return self.recv.to(block.device, copy=True)
+        self.comm.Gatherv(self._wire(self.send), None, root=0)
         return None
 
     def gather_seconds(self, seconds: float) -> np.ndarray | None:

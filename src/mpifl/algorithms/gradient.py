@@ -41,6 +41,8 @@ class GradientClients:
 
         ``theta`` is [d], or [k, d] for per-client models; ``byzantine`` is the full [n] ground-truth mask.
         """
+        if not self.clients:  # the server rank of a multi-rank job hosts nobody
+            return theta.new_zeros((0, self.flat.dim))
         xs, ys = [], []
         for c in self.clients:
             x, y = self._batch(c, round_)

