@@ -72,6 +72,30 @@ def fetch_command(name: str, root: str | None) -> None:
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the PNG figures, summary.md and summary.csv.")
+@click.option("--target", default=0.9, show_default=True, type=click.FloatRange(0, 1),
+              help="Accuracy for the rounds-to-target column.")
+@click.option("--follow", is_flag=True, help="Keep refreshing while the runs are being written (SWMR).")
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes with --follow.")
+def report(runs: tuple[str, ...], out_dir: str, target: float, follow: bool, interval: float) -> None:
+    """Figures and tables from RUNS (HDF5 files or quoted glob patterns)."""
+    from . import report as rep
+
+    try:
+        paths = rep.expand(list(runs))
+        if follow:
+            written = rep.follow(paths, Path(out_dir), target, interval, click.echo)
+        else:
+            written = rep.report(paths, Path(out_dir), target)
+    except rep.ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(paths)} runs -> {', '.join(str(p) for p in written)}")
+
+
+@main.command()
 def info() -> None:
     """Versions, MPI library, CUDA-awareness and the device each rank would use."""
     from .info import describe

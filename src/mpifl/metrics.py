@@ -3,7 +3,7 @@
 One row per round is appended to resizable datasets and flushed, in SWMR mode, so a run stopped at any point leaves a
 readable file and `h5py` readers can follow a running job. Layout (schema version 1):
 
-    attrs: schema_version, mpifl_version, config (YAML), clients, created
+    attrs: schema_version, mpifl_version, config (YAML), clients, ranks, created
     round, lr, applied, n_accepted, test_accuracy, test_loss, backdoor_accuracy     [R]      (nan: not evaluated)
     clients/byzantine, clients/accepted                                             [R, n]   bool
     clients/c1 (int8), clients/c2, clients/update_norm, clients/guiding_norm        [R, n]   (nan/0: not computed)
@@ -46,13 +46,13 @@ class RoundRecord:
 
 
 class RunWriter:
-    def __init__(self, path: Path, n_clients: int, dim: int, config_yaml: str, version: str) -> None:
+    def __init__(self, path: Path, n_clients: int, ranks: int, dim: int, config_yaml: str, version: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.n, self.rows = path, n_clients, 0
         self.file = h5py.File(path, "w", libver="latest")
         f = self.file
         f.attrs.update(schema_version=SCHEMA_VERSION, mpifl_version=version, config=config_yaml, clients=n_clients,
-                       created=_dt.datetime.now(_dt.timezone.utc).isoformat())
+                       ranks=ranks, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
         for name, dtype in _SCALARS.items():
             f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
         for name, dtype in _PER_CLIENT.items():

@@ -142,7 +142,7 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     tp = tp or transport_mod.create()
     s = _agreed_setup(cfg, tp, out, overwrite)
     tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim, s.placement.device)
-    writer = RunWriter(out, cfg.clients, s.flat.dim, to_yaml(cfg), __version__) if s.placement.is_server else None
+    writer = RunWriter(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__) if s.placement.is_server else None
     try:
         theta, final = _loop(cfg, tp, s, writer, progress)
     except BaseException:

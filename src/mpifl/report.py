@@ -1,0 +1,342 @@
+"""Offline analysis of HDF5 runs: the paper's figures (accuracy curves, backdoor, Fig. 1's C1×C2) and a summary table.
+
+Finished runs are opened plainly; runs a job is still writing, and runs that were killed (HDF5 marks both as open
+for writing), in SWMR read mode. Datasets of a file being written may briefly differ in length by a row; every run is cut to the rounds
+that all its datasets hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from .metrics import PHASES, SCHEMA_VERSION
+
+RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
+              "noisy_median": "N-Median", "rsa": "RSA", "mean": "Mean"}
+ATTACK_ORDER = ["none", "class_flip", "sign_flip", "backdoor", "gaussian"]
+FILTERING_RULES = {"diversefl", "oracle"}  # rules that accept or reject whole clients
+FIGSIZE, DPI = (4.0, 3.0), 100  # inches per panel; PNG pixels = inches * DPI
+
+
+class ReportError(ValueError):
+    """A file that cannot be reported on; the message names it and why."""
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    config: dict
+    round: np.ndarray
+    accuracy: np.ndarray
+    backdoor: np.ndarray
+    byzantine: np.ndarray
+    accepted: np.ndarray
+    c1: np.ndarray
+    c2: np.ndarray
+    times: dict[str, np.ndarray]
+    finished: bool
+    ranks: int
+
+    @property
+    def rule(self) -> str:
+        return self.config["aggregator"]["name"]
+
+    @property
+    def attack(self) -> str:
+        return self.config["attack"]["name"]
+
+    @property
+    def sample(self) -> str:
+        agg = self.config["aggregator"]
+        if agg.get("sample_size") is not None:
+            return f"s={agg['sample_size']}"
+        return f"{100 * agg['sample_fraction']:g}%"
+
+    def evaluated(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = ~np.isnan(self.accuracy)
+        return self.round[keep], self.accuracy[keep]
+
+
+def _open(path: Path) -> h5py.File:
+    """Plain read first; SWMR read only for a file marked open-for-writing (a running or killed job).
+
+    SWMR readers retry failed metadata reads, expecting a writer to finish them, so a truncated file opened that way
+    stalls instead of failing: never use SWMR for a file that a plain open accepts.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise ReportError(f"{path}: not a readable HDF5 file ({exc}).") from None
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: not a readable HDF5 file ({exc}).") from None
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run file, refusing foreign files and other schema versions with a clear message."""
+    path = Path(path)
+    with _open(path) as f:
+        if "schema_version" not in f.attrs or "config" not in f.attrs:
+            raise ReportError(f"{path}: not an mpifl run (no schema_version/config attributes).")
+        version = int(f.attrs["schema_version"])
+        if version != SCHEMA_VERSION:
+            raise ReportError(f"{path}: written with schema version {version}; this mpifl reads version "
+                              f"{SCHEMA_VERSION}. Use the mpifl version that wrote it ({f.attrs.get('mpifl_version')}).")
+        try:
+            names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/accepted",
+                     "clients/c1", "clients/c2", *(f"time/{p}" for p in PHASES)]
+            rows = min(f[n].shape[0] for n in names)
+            data = {n: f[n][:rows] for n in names}
+            finished = int(f["model/round"][0]) > 0
+            config = yaml.safe_load(f.attrs["config"])
+            ranks = int(f.attrs["ranks"])
+        except (KeyError, OSError) as exc:
+            raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
+    return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
+               data["clients/byzantine"], data["clients/accepted"], data["clients/c1"], data["clients/c2"],
+               {p: data[f"time/{p}"] for p in PHASES}, finished, ranks)
+
+
+def expand(patterns: list[str]) -> list[Path]:
+    """Paths and glob patterns (quoted, for shells that do not expand them) → sorted unique files."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise ReportError(f"no file matches {pattern}.")
+        found += [Path(m) for m in matches]
+    return sorted(set(found))
+
+
+def labels(runs: list[Run]) -> list[str]:
+    """Rule name, plus whatever else differs between the runs (sample size, seed, experiment); not the attack,
+    which gets its own panel."""
+    def facet(run: Run) -> dict[str, str]:
+        return {"sample": run.sample if run.rule == "diversefl" else "", "seed": f"seed {run.config['seed']}",
+                "name": run.config["name"]}
+
+    facets = [facet(r) for r in runs]
+    varying = [k for k in ("name", "sample", "seed") if len({f[k] for f in facets}) > 1]
+    out = []
+    for run, f in zip(runs, facets):
+        extra = [f[k] for k in varying if f[k]]
+        out.append(RULE_NAMES.get(run.rule, run.rule) + (f" ({', '.join(extra)})" if extra else ""))
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    file: str
+    rule: str
+    attack: str
+    sample: str
+    seed: int
+    rounds: int
+    finished: bool
+    final_accuracy: float
+    best_accuracy: float
+    last10_accuracy: float
+    rounds_to_target: float
+    tpr: float
+    fpr: float
+    wall_seconds: float
+    phase_ms: dict[str, float]
+
+
+def detection_rates(run: Run) -> tuple[float, float]:
+    """Flagging as a detector of the ground truth: TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest.
+
+    NaN for rules that never reject a client (Median, TrMean, …) and where a class is absent.
+    """
+    if run.rule not in FILTERING_RULES:
+        return math.nan, math.nan
+    flagged = ~run.accepted
+    byz = run.byzantine
+    tpr = float((flagged & byz).sum() / byz.sum()) if byz.any() else math.nan
+    fpr = float((flagged & ~byz).sum() / (~byz).sum()) if (~byz).any() else math.nan
+    return tpr, fpr
+
+
+def summarize(run: Run, target: float) -> Summary:
+    rounds, acc = run.evaluated()
+    tail = acc[-max(1, len(acc) // 10):] if len(acc) else acc
+    reached = rounds[acc >= target]
+    tpr, fpr = detection_rates(run)
+    # with several ranks the clients' compute happens inside rank 0's gather wait: count it once
+    wall_phases = [p for p in PHASES if p != "client_compute" or run.ranks == 1]
+    return Summary(
+        file=run.path.name, rule=run.rule, attack=run.attack, sample=run.sample, seed=int(run.config["seed"]),
+        rounds=len(run.round), finished=run.finished,
+        final_accuracy=float(acc[-1]) if len(acc) else math.nan,
+        best_accuracy=float(acc.max()) if len(acc) else math.nan,
+        last10_accuracy=float(tail.mean()) if len(tail) else math.nan,
+        rounds_to_target=float(reached[0]) if len(reached) else math.nan,
+        tpr=tpr, fpr=fpr,
+        wall_seconds=float(sum(run.times[p].sum() for p in wall_phases)),
+        phase_ms={p: float(1000 * run.times[p].mean()) if len(run.round) else math.nan for p in PHASES},
+    )
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+
+
+def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
+    columns = ["file", "rule", "attack", "sample", "seed", "rounds", "finished", "final_accuracy", "best_accuracy",
+               "last10_accuracy", "rounds_to_target", "tpr", "fpr", "wall_seconds", *(f"{p}_ms" for p in PHASES)]
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for s in summaries:
+            writer.writerow([s.file, s.rule, s.attack, s.sample, s.seed, s.rounds, s.finished, s.final_accuracy,
+                             s.best_accuracy, s.last10_accuracy, s.rounds_to_target, s.tpr, s.fpr, s.wall_seconds,
+                             *(s.phase_ms[p] for p in PHASES)])
+    lines = [f"# mpifl report ({len(summaries)} runs)", "",
+             f"Accuracy: final, best, mean of the last 10 % of evaluations; rounds to reach {target:.2f}. Detection: "
+             "TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest (rules that filter clients only).", "",
+             "| file | rule | attack | sample | seed | rounds | final | best | last 10 % | to target | TPR | FPR "
+             "| wall s |", "|---" * 13 + "|"]
+    for s in summaries:
+        rounds = f"{s.rounds}" + ("" if s.finished else " (partial)")
+        lines.append(f"| {s.file} | {RULE_NAMES.get(s.rule, s.rule)} | {s.attack} | {s.sample} | {s.seed} | {rounds} "
+                     f"| {_fmt(s.final_accuracy)} | {_fmt(s.best_accuracy)} | {_fmt(s.last10_accuracy)} "
+                     f"| {_fmt(s.rounds_to_target, 0)} | {_fmt(s.tpr, 3)} | {_fmt(s.fpr, 3)} | {s.wall_seconds:.1f} |")
+    lines += ["", "Mean milliseconds per round by phase:", "",
+              "| file | " + " | ".join(PHASES) + " |", "|---" * (len(PHASES) + 1) + "|"]
+    lines += [f"| {s.file} | " + " | ".join(_fmt(s.phase_ms[p], 2) for p in PHASES) + " |" for s in summaries]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(runs: list[Run], out: Path) -> Path:
+    """Figs. 2-5: accuracy vs round, one line per run, one panel per attack."""
+    plt = _pyplot()
+    attacks = sorted({r.attack for r in runs}, key=lambda a: ATTACK_ORDER.index(a) if a in ATTACK_ORDER else 99)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(FIGSIZE[0] * len(attacks), FIGSIZE[1]), dpi=DPI,
+                             squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        chosen = [(r, lab) for r, lab in zip(runs, labels(runs)) if r.attack == attack]
+        for run, label in chosen:
+            ax.plot(*run.evaluated(), label=label, linewidth=1.2)
+        ax.set_title(f"attack: {attack}")
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "accuracy.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_backdoor(runs: list[Run], out: Path) -> Path | None:
+    """Fig. 6: test accuracy and backdoor-task accuracy side by side."""
+    chosen = [(r, lab) for r, lab in zip(runs, labels(runs)) if not np.isnan(r.backdoor).all()]
+    if not chosen:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 2, FIGSIZE[1]), dpi=DPI)
+    for run, label in chosen:
+        keep = ~np.isnan(run.accuracy)
+        axes[0].plot(run.round[keep], run.accuracy[keep], label=label, linewidth=1.2)
+        axes[1].plot(run.round[keep], run.backdoor[keep], label=label, linewidth=1.2)
+    for ax, title in zip(axes, ("test accuracy", "backdoor task accuracy")):
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "backdoor.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
+    """Fig. 1: C1×C2 per round for the first ``clients`` clients, green honest, red Byzantine (symlog scale)."""
+    if np.isnan(run.c2).all():
+        return None
+    plt = _pyplot()
+    shown = min(clients, run.c2.shape[1])
+    cols = min(5, shown)
+    rows = math.ceil(shown / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.0 * rows), dpi=DPI, squeeze=False, sharey=True)
+    product = run.c1.astype(np.float64) * run.c2
+    for j, ax in enumerate(axes.flat):
+        if j >= shown:
+            ax.axis("off")
+            continue
+        byz = run.byzantine[:, j]
+        ax.scatter(run.round[~byz], product[~byz, j], s=2, color="tab:green", label="honest")
+        ax.scatter(run.round[byz], product[byz, j], s=2, color="tab:red", label="Byzantine")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(f"client {j}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6, markerscale=3)
+    fig.suptitle(f"C1 x C2 — {RULE_NAMES.get(run.rule, run.rule)}, {run.attack}", fontsize=9)
+    fig.tight_layout()
+    path = out / f"detection_{run.path.stem}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def report(paths: list[Path], out: Path, target: float = 0.9) -> list[Path]:
+    """Write every figure and the summary for ``paths`` into ``out``; returns the files written."""
+    return _report([load_run(p) for p in paths], out, target)
+
+
+def _report(runs: list[Run], out: Path, target: float) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plot_accuracy(runs, out), plot_backdoor(runs, out), *(plot_detection(r, out) for r in runs)]
+    write_tables([summarize(r, target) for r in runs], out, target)
+    return [p for p in written if p is not None] + [out / "summary.md", out / "summary.csv"]
+
+
+def follow(paths: list[Path], out: Path, target: float, interval: float, echo,  # type: ignore[no-untyped-def]
+           patience: int = 10) -> list[Path]:
+    """Re-read runs that jobs are still writing and refresh the report until every run has finished.
+
+    A file that cannot be read yet (a job between creating it and switching it to SWMR) is retried ``patience``
+    times before the error is reported.
+    """
+    failures = 0
+    while True:
+        try:
+            runs = [load_run(p) for p in paths]
+        except ReportError as exc:
+            failures += 1
+            if failures > patience:
+                raise
+            echo(f"[mpifl report] waiting: {exc}")
+            time.sleep(interval)
+            continue
+        failures = 0
+        written = _report(runs, out, target)
+        echo(f"[mpifl report] {time.strftime('%H:%M:%S')}  " + "  ".join(
+            f"{r.path.name}: round {int(r.round[-1]) if len(r.round) else 0}" for r in runs))
+        if all(r.finished for r in runs):
+            return written
+        time.sleep(interval)
