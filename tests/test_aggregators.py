@@ -5,8 +5,10 @@ import torch
 
 from mpifl import aggregators as agg
 from mpifl.config import AggregatorConfig
+from mpifl.screening import DIRECTION, LENGTH, ZERO_GUIDING
 
 Z = torch.tensor([[1.0, 10.0], [2.0, -4.0], [7.0, 0.0], [3.0, 2.0]])
+ALL = torch.ones(4, dtype=torch.bool)
 
 
 def test_median_of_even_count_is_mean_of_the_two_middle_values():
@@ -35,37 +37,49 @@ def test_similarity_values():
     assert torch.allclose(c2, torch.tensor([math.sqrt(101), math.sqrt(20) / 2, 7 / 5, math.sqrt(13) / math.sqrt(2)]))
 
 
+def accept(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tensor | None = None) -> list[bool]:
+    norm = torch.ones(len(c1)) if guiding_norm is None else guiding_norm
+    return (agg.diversefl_flags(c1, c2, norm, 0.5, 2.0) == 0).tolist()
+
+
 def test_diversefl_boundaries_are_strict():
     c1 = torch.tensor([1, 1, 1, 1, 0, -1, 1], dtype=torch.int8)
     c2 = torch.tensor([0.5, 2.0, 0.5001, 1.9999, 1.0, 1.0, math.nan])
-    assert agg.diversefl_accept(c1, c2, 0.5, 2.0).tolist() == [False, False, True, True, False, False, False]
+    assert accept(c1, c2) == [False, False, True, True, False, False, False]
+
+
+def test_diversefl_records_every_reason():
+    c1 = torch.tensor([1, -1, -1, 1, 0], dtype=torch.int8)
+    c2 = torch.tensor([1.0, 1.0, 7.0, math.inf, math.nan])
+    norm = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    flags = agg.diversefl_flags(c1, c2, norm, 0.5, 2.0).tolist()
+    assert flags == [0, DIRECTION, DIRECTION | LENGTH, ZERO_GUIDING, DIRECTION | ZERO_GUIDING]
 
 
 def test_diversefl_rejects_scaled_and_flipped_updates_of_the_guiding_gradient():
     g = torch.tensor([[0.3, -0.2, 0.5]]).repeat(5, 1)
     z = torch.stack([g[0], -g[0], 3 * g[0], 0.4 * g[0], 1.9 * g[0]])
     c1, c2 = agg.similarity(z, g)
-    assert agg.diversefl_accept(c1, c2, 0.5, 2.0).tolist() == [True, False, False, False, True]
+    assert accept(c1, c2) == [True, False, False, False, True]
 
 
-def test_zero_guiding_gradient_fails_condition_two():
+def test_zero_guiding_gradient_is_flagged_explicitly():
     c1, c2 = agg.similarity(torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2))
     assert c1.tolist() == [0, 0] and math.isinf(c2[0]) and math.isnan(c2[1])
-    assert not agg.diversefl_accept(c1, c2, 0.5, 2.0).any()
+    assert accept(c1, c2, torch.zeros(2)) == [False, False]
 
 
 def test_diversefl_averages_only_accepted_and_returns_none_when_nobody_is():
     accepted = torch.tensor([True, False, True, False])
-    decision = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool), accepted)
+    decision = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), ALL, ALL, accepted)
     assert torch.equal(decision.direction, torch.tensor([4.0, 5.0]))
-    nobody = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool),
-                           torch.zeros(4, dtype=torch.bool))
+    nobody = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), ALL, ALL, torch.zeros(4, dtype=torch.bool))
     assert nobody.direction is None and not nobody.accepted.any()
 
 
 def test_oracle_uses_the_ground_truth_honest_set():
     honest = torch.tensor([False, True, True, False])
-    decision = agg.aggregate(AggregatorConfig(name="oracle"), Z, torch.zeros(2), honest, None)
+    decision = agg.aggregate(AggregatorConfig(name="oracle"), Z, torch.zeros(2), honest, ALL, None)
     assert torch.equal(decision.direction, torch.tensor([4.5, -2.0]))
     assert decision.accepted.tolist() == honest.tolist()
 
@@ -80,5 +94,21 @@ def test_rsa_server_step_by_hand():
 @pytest.mark.parametrize(("name", "expected"), [("mean", [3.25, 2.0]), ("median", [2.5, 1.0]),
                                                 ("noisy_median", [2.5, 1.0]), ("trmean", [3.25, 2.0])])
 def test_dispatch_accepts_everyone_for_rules_without_a_filter(name, expected):
-    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), torch.ones(4, dtype=torch.bool), None)
+    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), ALL, ALL, None)
     assert decision.direction.tolist() == expected and decision.accepted.all()
+
+
+@pytest.mark.parametrize(("name", "expected"), [("mean", [4.0, -2 / 3]), ("median", [3.0, 0.0]),
+                                                ("trmean", [4.0, -2 / 3]), ("diversefl", [4.0, -2 / 3]),
+                                                ("oracle", [2.0, -4.0])])
+def test_rules_only_see_valid_rows(name, expected):
+    valid = torch.tensor([False, True, True, True])  # row 0 was screened out
+    honest = torch.tensor([True, True, False, False])
+    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), honest, valid, ALL)
+    assert decision.direction.tolist() == pytest.approx(expected)
+    assert not decision.accepted[0]
+
+
+def test_nothing_valid_means_no_step():
+    none = torch.zeros(4, dtype=torch.bool)
+    assert agg.aggregate(AggregatorConfig(name="median"), Z, torch.zeros(2), ALL, none, None).direction is None

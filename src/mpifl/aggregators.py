@@ -1,7 +1,8 @@
 """Server rules on the stacked update matrix Z [n, d] (row j = client j's message z_j, client order).
 
 Each rule returns the direction g of the model step theta ← theta − mu_r (g + lambda theta) (eqs. 4, 13), or None when
-it accepts nobody, in which case the model is left unchanged for the round (NOTES.md).
+it accepts nobody, in which case the model is left unchanged for the round (NOTES.md). Rules see only the rows that
+passed screening (:mod:`mpifl.screening`); order statistics (Median, TrMean) are taken over those rows.
 
 References
     [9]  D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "Byzantine-robust distributed learning: towards optimal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import AggregatorConfig
+from .screening import DIRECTION, INVALID, LENGTH, ZERO_GUIDING
 
 
 @dataclass(frozen=True)
@@ -65,34 +67,43 @@ def rsa_direction(theta: torch.Tensor, z: torch.Tensor, delta: float) -> torch.T
 def similarity(z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """DiverseFL's per-client criteria: C1 = sign(g~_j · z_j) (eq. 9) and C2 = ||z_j|| / ||g~_j|| (eq. 10).
 
-    A zero guiding gradient gives C2 = inf (or nan for a zero update): both fail condition 2.
+    A zero guiding gradient gives C2 = inf (or nan for a zero update); :func:`diversefl_flags` flags it explicitly.
     """
     c1 = torch.sign((guiding * z).sum(dim=1)).to(torch.int8)
     c2 = torch.linalg.vector_norm(z, dim=1) / torch.linalg.vector_norm(guiding, dim=1)
     return c1, c2
 
 
-def diversefl_accept(c1: torch.Tensor, c2: torch.Tensor, eps1: float, eps2: float) -> torch.Tensor:
-    """Accept client j iff C1 > 0 (eq. 11) and eps1 < C2 < eps2 (eq. 12); strict inequalities as in the paper."""
-    return (c1 > 0) & (c2 > eps1) & (c2 < eps2)
+def diversefl_flags(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tensor, eps1: float,
+                    eps2: float) -> torch.Tensor:
+    """Why DiverseFL rejects client j (uint8 bit mask, 0 = accepted): C1 > 0 fails (eq. 11, DIRECTION),
+    eps1 < C2 < eps2 fails (eq. 12, strict as in the paper, LENGTH), or ||g~_j|| = 0 leaves C2 undefined
+    (ZERO_GUIDING)."""
+    zero = guiding_norm == 0
+    in_range = (c2 > eps1) & (c2 < eps2)
+    return ((c1 <= 0).to(torch.uint8) * DIRECTION | zero.to(torch.uint8) * ZERO_GUIDING
+            | (~zero & ~in_range).to(torch.uint8) * LENGTH)
 
 
 def aggregate(cfg: AggregatorConfig, z: torch.Tensor, theta: torch.Tensor, honest: torch.Tensor,
-              accepted_by_filter: torch.Tensor | None) -> Decision:
-    """Apply the configured rule. ``honest`` is the ground truth (OracleSGD only); ``accepted_by_filter`` is
-    DiverseFL's decision from :func:`diversefl_accept`."""
-    n = z.shape[0]
-    everyone = torch.ones(n, dtype=torch.bool)
+              valid: torch.Tensor, accepted_by_filter: torch.Tensor | None) -> Decision:
+    """Apply the configured rule to the valid rows of ``z`` (see :mod:`mpifl.screening`). ``honest`` is the ground
+    truth (OracleSGD only); ``accepted_by_filter`` is DiverseFL's decision (no flag bit set)."""
     name = cfg.name
-    if name == "diversefl":
-        assert accepted_by_filter is not None
-        return Decision(masked_mean(z, accepted_by_filter.to(z.device)), accepted_by_filter)
-    if name == "oracle":
-        return Decision(masked_mean(z, honest.to(z.device)), honest.clone())
+    if name in ("diversefl", "oracle"):
+        chosen = accepted_by_filter if name == "diversefl" else honest
+        assert chosen is not None
+        accepted = chosen & valid
+        return Decision(masked_mean(z, accepted.to(z.device)), accepted)
+    if not bool(valid.any()):
+        return Decision(None, valid.clone())
+    rows = z[valid.to(z.device)]
     if name == "mean":
-        return Decision(z.mean(dim=0), everyone)
-    if name in ("median", "noisy_median"):
-        return Decision(coordinate_median(z), everyone)
-    if name == "trmean":
-        return Decision(trimmed_mean(z, cfg.beta), everyone)
-    return Decision(rsa_direction(theta, z, cfg.delta), everyone)
+        direction = rows.mean(dim=0)
+    elif name in ("median", "noisy_median"):
+        direction = coordinate_median(rows)
+    elif name == "trmean":
+        direction = trimmed_mean(rows, cfg.beta)
+    else:
+        direction = rsa_direction(theta, rows, cfg.delta)
+    return Decision(direction, valid.clone())

@@ -25,7 +25,7 @@ def forge(message: torch.Tensor, attack: AttackConfig, seed: int, round_: int, c
     """The vector a Byzantine client uploads instead of its honest ``message``.
 
     Sign flip sends −z; backdoor scales its (poisoned) update by ``scale`` (model replacement, Bagdasaryan et al.
-    2020); gaussian sends N(0, sigma²) noise; class flip sends its poisoned update unchanged.
+    2020); gaussian sends N(0, sigma²) noise; nan sends NaN everywhere; class flip sends its poisoned update unchanged.
     """
     if attack.name == "sign_flip":
         return -message
@@ -34,4 +34,6 @@ def forge(message: torch.Tensor, attack: AttackConfig, seed: int, round_: int, c
     if attack.name == "gaussian":
         noise = torch.randn(message.shape, generator=generator(seed, Purpose.ATTACK, round_, client))
         return (attack.sigma * noise).to(message.device)
+    if attack.name == "nan":
+        return torch.full_like(message, float("nan"))
     return message

@@ -32,7 +32,7 @@ MODELS = ("softmax", "mlp", "vgg11_gn")
 INITS = ("glorot", "zeros")
 SCHEDULES = ("constant", "inv_sqrt", "step")
 BYZANTINE_MODELS = ("none", "random", "fixed", "markov")
-ATTACKS = ("none", "class_flip", "sign_flip", "backdoor", "gaussian")
+ATTACKS = ("none", "class_flip", "sign_flip", "backdoor", "gaussian", "nan")
 AGGREGATORS = ("diversefl", "oracle", "mean", "median", "trmean", "noisy_median", "rsa")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -148,7 +148,7 @@ class ByzantineConfig:
 @dataclass(frozen=True)
 class AttackConfig:
     """What a Byzantine client sends. ``backdoor`` relabels ``source`` as ``target`` in its batch and scales its
-    update by ``scale``; ``gaussian`` sends N(0, sigma^2) noise."""
+    update by ``scale``; ``gaussian`` sends N(0, sigma^2) noise; ``nan`` sends NaN (a crashed or malicious client)."""
 
     name: str = "sign_flip"
     scale: float = 4.0
@@ -178,6 +178,7 @@ class AggregatorConfig:
     sample_size: int | None = None
     sample_fraction: float | None = 0.01
     record_similarity: bool = False  # compute C1, C2 for every rule, not only DiverseFL (Fig. 1)
+    max_norm: float = 1.0e6  # updates with a larger norm are invalid for every rule (mpifl.screening)
 
     def __post_init__(self) -> None:
         _choice("aggregator.name", self.name, AGGREGATORS)
@@ -186,6 +187,7 @@ class AggregatorConfig:
         _positive("aggregator.sigma", self.sigma, strict=False)
         _positive("aggregator.delta", self.delta, strict=False)
         _positive("aggregator.eps1", self.eps1, strict=False)
+        _positive("aggregator.max_norm", self.max_norm)
         if self.eps1 >= self.eps2:
             raise ConfigError(
                 f"aggregator.eps1={self.eps1} must be smaller than aggregator.eps2={self.eps2}: "

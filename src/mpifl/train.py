@@ -31,6 +31,7 @@ from .guiding import GuidingGradients
 from .metrics import RoundRecord, RunWriter
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
+from .server import Server
 from .rng import Purpose, generator
 from .schedules import learning_rate
 
@@ -56,7 +57,7 @@ class _Setup:
     theta: torch.Tensor
     clients: GradientClients
     schedule: ByzantineSchedule
-    guiding: GuidingGradients | None
+    server: Server | None
     test: tuple[torch.Tensor, torch.Tensor] | None
 
 
@@ -87,12 +88,12 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
     schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
 
-    guiding, test = None, None
+    server, test = None, None
     if place.is_server:
-        if cfg.aggregator.name == "diversefl" or cfg.aggregator.record_similarity:
-            guiding = _guiding(cfg, flat, parts, ds, scaled)
+        needs_guiding = cfg.aggregator.name == "diversefl" or cfg.aggregator.record_similarity
+        server = Server(cfg, _guiding(cfg, flat, parts, ds, scaled) if needs_guiding else None)
         test = (scaled(ds.test_x), ds.test_y.to(place.device))
-    return _Setup(place, flat, theta, clients, schedule, guiding, test)
+    return _Setup(place, flat, theta, clients, schedule, server, test)
 
 
 def _guiding(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds: datasets.Dataset,
@@ -180,21 +181,13 @@ def _loop(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, writer:
         clock.lap("gather")
         if writer is None:
             continue
-        assert z is not None and seconds is not None
+        assert z is not None and seconds is not None and s.server is not None
         clock.times["client_compute"] = float(seconds.max())
 
-        c1 = torch.zeros(n, dtype=torch.int8)
-        c2 = torch.full((n,), math.nan)
-        guiding_norm = torch.full((n,), math.nan)
-        accepted_by_filter = None
-        if s.guiding is not None:
-            g_tilde = s.guiding.compute(theta)
-            c1, c2 = aggregators.similarity(z, g_tilde)
-            guiding_norm = torch.linalg.vector_norm(g_tilde, dim=1)
-            accepted_by_filter = aggregators.diversefl_accept(c1, c2, cfg.aggregator.eps1, cfg.aggregator.eps2).cpu()
+        screened = s.server.examine(z, theta)
         clock.lap("guiding")
 
-        decision = aggregators.aggregate(cfg.aggregator, z, theta, ~byzantine, accepted_by_filter)
+        decision = s.server.decide(screened, theta, byzantine)
         if decision.direction is not None:
             theta = theta - lr * (decision.direction + cfg.train.weight_decay * theta)
         clock.lap("aggregation")
@@ -208,8 +201,9 @@ def _loop(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, writer:
         writer.append(RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(),
-            accepted=decision.accepted.cpu().numpy(), c1=c1.cpu().numpy(), c2=c2.cpu().numpy(),
-            update_norm=torch.linalg.vector_norm(z, dim=1).cpu().numpy(), guiding_norm=guiding_norm.cpu().numpy(),
+            accepted=decision.accepted.cpu().numpy(), invalid=(~screened.valid).numpy(), flags=screened.flags.numpy(),
+            c1=screened.c1.numpy(), c2=screened.c2.numpy(),
+            update_norm=torch.linalg.vector_norm(z, dim=1).cpu().numpy(), guiding_norm=screened.guiding_norm.numpy(),
             times=clock.times,
         ))
         if progress is not None and (r % cfg.output.progress_every == 0 or r == cfg.rounds):

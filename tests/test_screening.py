@@ -1,0 +1,82 @@
+"""The server survives anything a client sends: fuzzed update matrices through screening and every rule."""
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpifl.config import AGGREGATORS
+from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, describe, screen
+from mpifl.server import Server
+
+from .conftest import small_config
+
+
+def test_screen_flags_each_kind_of_bad_row():
+    z = torch.tensor([[1.0, 2.0], [math.nan, 0.0], [math.inf, 1.0], [3e5, 3e5], [0.0, 0.0], [-4.0, 3.0]])
+    flags, clean = screen(z, max_norm=1e5)
+    assert flags.tolist() == [0, NON_FINITE, NON_FINITE, NORM_BOUND, 0, 0]
+    assert torch.isfinite(clean).all()
+    assert clean[[1, 2, 3]].abs().sum() == 0 and torch.equal(clean[[0, 4, 5]], z[[0, 4, 5]])
+
+
+def test_huge_finite_entries_do_not_overflow_into_a_valid_norm():
+    z = torch.full((1, 1000), 3e38)  # the float32 norm overflows to inf; the check must still see it
+    assert screen(z, max_norm=1e6)[0].tolist() == [NORM_BOUND]
+
+
+def test_describe():
+    assert describe(0) == "accepted" and describe(NON_FINITE | NORM_BOUND) == "non_finite+norm_bound"
+
+
+class FixedGuiding:
+    """Stands in for GuidingGradients: the same guiding matrix every round."""
+
+    def __init__(self, g: torch.Tensor) -> None:
+        self.g = g
+
+    def compute(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.g
+
+
+entries = st.one_of(st.floats(-10, 10, width=32), st.sampled_from([math.nan, math.inf, -math.inf, 1e30, -1e30, 0.0]))
+
+
+@st.composite
+def rounds(draw):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(1, 7))
+    d = draw(st.integers(1, 5))
+    z = torch.tensor(draw(st.lists(st.lists(entries, min_size=d, max_size=d), min_size=n, max_size=n)),
+                     dtype=torch.float32)
+    zero_rows = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    z[torch.tensor(zero_rows)] = 0.0
+    g = torch.tensor(draw(st.lists(st.lists(st.floats(-5, 5, width=32), min_size=d, max_size=d), min_size=n,
+                                   max_size=n)), dtype=torch.float32)
+    byzantine = torch.tensor(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return z, g, byzantine
+
+
+@settings(max_examples=60, deadline=None)
+@given(rounds(), st.sampled_from(AGGREGATORS))
+def test_every_rule_keeps_theta_finite_and_flags_exactly_the_invalid_rows(case, rule):
+    z, g, byzantine = case
+    n = z.shape[0]
+    cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": rule, "max_norm": 1e3})
+    server = Server(cfg, FixedGuiding(g) if rule == "diversefl" else None)
+    theta = torch.linspace(-1, 1, z.shape[1])
+    screened = server.examine(z, theta)
+    decision = server.decide(screened, theta, byzantine)
+
+    finite = torch.isfinite(z).all(dim=1)
+    norms = torch.linalg.vector_norm(torch.where(finite.unsqueeze(1), z, 0).double(), dim=1)
+    expected_invalid = ~finite | (norms > 1e3)
+    assert torch.equal((screened.flags & INVALID) != 0, expected_invalid)
+    assert not (decision.accepted & expected_invalid).any()
+    if decision.direction is not None:
+        new_theta = theta - 0.1 * (decision.direction + 0.01 * theta)
+        assert torch.isfinite(new_theta).all()
+    else:
+        assert rule in ("diversefl", "oracle") or expected_invalid.all()
+    if rule == "diversefl":  # invalid rows get no criteria: they never reach the similarity test
+        assert (screened.c1[expected_invalid] == 0).all() and screened.c2[expected_invalid].isnan().all()
