@@ -1,18 +1,36 @@
-"""A client rank that raises in round 4: launched by test_mpi.py as one MPMD part of an mpirun job."""
+"""Runs `mpifl` with one fault injected; test_mpi.py launches it as one MPMD part of an mpirun job.
 
+    python tests/mpi_fault.py raise   train ...   # this rank's clients raise in round 4
+    python tests/mpi_fault.py sigterm train ...   # this rank receives SIGTERM in round 4 (like a SLURM time limit)
+    python tests/mpi_fault.py nopickle train ...  # any pickle use on this rank raises
+"""
+
+import os
+import signal
 import sys
+
+from mpi4py import MPI
 
 from mpifl.algorithms.gradient import GradientClients
 from mpifl.cli import main
 
+FAULT = sys.argv.pop(1)
 honest_messages = GradientClients.messages
 
 
-def failing_messages(self, theta, round_, byzantine, lr):  # type: ignore[no-untyped-def]
-    if round_ == 4:
+def faulty_messages(self, theta, round_, byzantine, lr):  # type: ignore[no-untyped-def]
+    if round_ == 4 and FAULT == "raise":
         raise RuntimeError("injected client failure in round 4")
+    if round_ == 4 and FAULT == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
     return honest_messages(self, theta, round_, byzantine, lr)
 
 
-GradientClients.messages = failing_messages  # type: ignore[method-assign]
+def no_pickle(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("pickle used on an MPI path")
+
+
+if FAULT == "nopickle":
+    MPI.pickle.__init__(no_pickle, no_pickle)
+GradientClients.messages = faulty_messages  # type: ignore[method-assign]
 sys.exit(main())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mpifl.screening import NON_FINITE
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
@@ -37,6 +38,11 @@ def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProce
 def train_cmd(n: int, config: Path, out: Path, *extra: str) -> list[str]:
     return ["-n", str(n), sys.executable, "-m", "mpifl", "train", "-c", str(config), "--out", str(out), "--quiet",
             *extra]
+
+
+def fault_cmd(fault: str, n: int, config: Path, out: Path) -> list[str]:
+    return ["-n", str(n), sys.executable, str(HERE / "mpi_fault.py"), fault, "train", "-c", str(config), "--out",
+            str(out), "--quiet"]
 
 
 def write_config(tmp_path: Path, tree: dict) -> Path:
@@ -97,12 +103,48 @@ def test_more_client_ranks_than_clients_is_refused_on_every_rank(tmp_path: Path)
 def test_client_failing_mid_run_aborts_the_job_and_keeps_finished_rounds(tmp_path: Path):
     config = write_config(tmp_path, small_tree(clients=6, rounds=50))
     out = tmp_path / "run.h5"
-    fault = ["-n", "1", sys.executable, str(HERE / "mpi_fault.py"), "train", "-c", str(config), "--out", str(out),
-             "--quiet"]
-    done = mpirun(train_cmd(2, config, out), fault)
+    done = mpirun(train_cmd(2, config, out), fault_cmd("raise", 1, config, out))
     assert done.returncode != 0
     assert "injected client failure in round 4" in done.stderr and "aborting every rank" in done.stderr
     with h5py.File(out, "r", swmr=True) as f:  # a killed SWMR writer leaves the file open-for-write flagged
         assert f["round"][:].tolist() == [1, 2, 3]
         assert f["clients/accepted"].shape == (3, 6)
         assert f["model/round"][0] == 0  # never finished
+
+
+def test_no_rank_ever_unpickles(tmp_path: Path):
+    """Every rank runs with mpi4py's pickle replaced by a function that raises: the job must not notice."""
+    config = write_config(tmp_path, small_tree(clients=4, rounds=3, aggregator={"name": "rsa", "delta": 0.01},
+                                               output={"checkpoint_every": 2}))
+    done = mpirun(fault_cmd("nopickle", 3, config, tmp_path / "run.h5"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pickle used" not in done.stderr
+
+
+def test_signal_on_one_client_rank_checkpoints_the_whole_job(tmp_path: Path):
+    config = write_config(tmp_path, small_tree(clients=6, rounds=30, output={"checkpoint_every": 0}))
+    out = tmp_path / "run.h5"
+    done = mpirun(train_cmd(2, config, out), fault_cmd("sigterm", 1, config, out))
+    assert done.returncode == 75, done.stderr[-3000:]
+    assert f"stopped by signal after round 4; checkpoint {out}.ckpt written" in done.stderr
+    resumed = mpirun(["-n", "3", sys.executable, "-m", "mpifl", "train", "--resume", str(out), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    single = run(small_config(clients=6, rounds=30), tmp_path / "single.h5", progress=None)
+    with h5py.File(out, "r") as f:
+        assert f["round"][:].tolist() == list(range(1, 31))
+        np.testing.assert_allclose(f["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["median", "diversefl"])
+def test_byzantine_rank_sending_nan_every_round(tmp_path: Path, rule: str):
+    tree = small_tree(clients=3, rounds=8, aggregator={"name": rule}, attack={"name": "nan"},
+                      byzantine={"model": "fixed", "clients": [1]})
+    out = tmp_path / "run.h5"
+    done = mpirun(train_cmd(4, write_config(tmp_path, tree), out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(out, "r") as f:
+        assert f["clients/invalid"][:].tolist() == [[False, True, False]] * 8
+        assert (f["clients/flags"][:, 1] == NON_FINITE).all()
+        assert not f["clients/accepted"][:, 1].any()
+        assert np.isfinite(f["model/theta"][:]).all()
+        assert f["test_accuracy"][-1] > 0.5

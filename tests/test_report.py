@@ -81,7 +81,7 @@ def test_summary_numbers_equal_the_hdf5_datasets(runs: list[Path], tmp_path: Pat
 def write_crafted(path: Path, byzantine: np.ndarray, accepted: np.ndarray, finish: bool = True,
                   schema: int | None = None) -> None:
     cfg = small_config()
-    writer = RunWriter(path, 4, 1, 3, to_yaml(cfg), "test")
+    writer = RunWriter.create(path, 4, 1, 3, to_yaml(cfg), "test")
     for r, (b, a) in enumerate(zip(byzantine, accepted), start=1):
         writer.append(RoundRecord(r, 0.1, True, 0.5, 1.0, math.nan, b, a, np.zeros(4, bool), (~a).astype(np.uint8),
                                   np.ones(4, np.int8), np.ones(4, np.float32), np.ones(4, np.float32),

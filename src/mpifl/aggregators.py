@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import AggregatorConfig
-from .screening import DIRECTION, INVALID, LENGTH, ZERO_GUIDING
+from .screening import DIRECTION, LENGTH, ZERO_GUIDING
 
 
 @dataclass(frozen=True)

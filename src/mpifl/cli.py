@@ -6,12 +6,16 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 from . import __version__
-from .config import ConfigError, ExperimentConfig, load
+from .checkpoint import CheckpointError
+from .config import ConfigError, ExperimentConfig, from_tree, load
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
+from .metrics import read_config_yaml
 
-_USER_ERRORS = (ConfigError, DataError)
+_USER_ERRORS = (ConfigError, DataError, CheckpointError)
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
 
 
 def _default_out(cfg: ExperimentConfig) -> Path:
@@ -32,20 +36,37 @@ def main() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False), help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
 @click.option("--out", type=click.Path(dir_okay=False), help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
+              help="Continue RUN.h5 from the checkpoint beside it (RUN.h5.ckpt); only --rounds/--data-root may change.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | None, seed: int | None,
-          data_root: str | None, out: str | None, overwrite: bool, quiet: bool) -> None:
-    """Train one experiment; under mpirun rank 0 serves and ranks 1..P-1 host the clients."""
-    from .train import SetupError, run
+          data_root: str | None, out: str | None, overwrite: bool, resume_path: str | None, quiet: bool) -> None:
+    """Train one experiment; under mpirun rank 0 serves and ranks 1..P-1 host the clients.
+
+    Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+    (resume with --resume).
+    """
+    from .train import OutputError, Preempted, SetupError, run
 
     extra = [f"rounds={rounds}"] if rounds is not None else []
-    extra += [f"seed={seed}"] if seed is not None else []
     extra += [f"data.root={data_root}"] if data_root is not None else []
     try:
-        cfg = load(config_path, [*overrides, *extra])
-        path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
-        result = run(cfg, path, overwrite=overwrite, progress=None if quiet else sys.stderr)
-    except (*_USER_ERRORS, SetupError) as exc:
+        if resume_path is not None:
+            if config_path or overrides or seed is not None or out or overwrite:
+                raise ConfigError("--resume takes the config from the run file; only --rounds and --data-root "
+                                  "may be given with it.")
+            cfg = from_tree(yaml.safe_load(read_config_yaml(Path(resume_path))), extra)
+            path = Path(resume_path)
+        else:
+            extra += [f"seed={seed}"] if seed is not None else []
+            cfg = load(config_path, [*overrides, *extra])
+            path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
+        result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
+                     progress=None if quiet else sys.stderr)
+    except Preempted as exc:
+        click.echo(f"mpifl: {exc}", err=True)
+        sys.exit(PREEMPTED_EXIT)
+    except (*_USER_ERRORS, SetupError, OutputError) as exc:
         raise click.ClickException(str(exc)) from None
     if result is not None:
         click.echo(f"{result.path}  final accuracy {result.final.accuracy:.4f} after {result.rounds} rounds")

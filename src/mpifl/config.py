@@ -198,11 +198,13 @@ class AggregatorConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    path: str | None = None  # None: runs/<name>.h5
+    path: str | None = None  # None: runs/<name>_<rule>_<attack>_s<seed>.h5
     progress_every: int = 10
+    checkpoint_every: int = 50  # rounds between checkpoints beside the HDF5 file (and the last); 0 = only on signals
 
     def __post_init__(self) -> None:
         _positive("output.progress_every", self.progress_every)
+        _positive("output.checkpoint_every", self.checkpoint_every, strict=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ readable file and `h5py` readers can follow a running job. Layout (schema versio
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,24 +50,91 @@ class RoundRecord:
     times: dict[str, float] = field(default_factory=dict)
 
 
+def open_for_reading(path: Path) -> h5py.File:
+    """Plain read first; SWMR read only for a file marked open-for-writing (a running or killed job).
+
+    SWMR readers retry failed metadata reads, expecting a writer to finish them, so a truncated file opened that way
+    stalls instead of failing: never use SWMR for a file that a plain open accepts. Raises OSError.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        if "already open for write" not in str(exc):
+            raise
+    return h5py.File(path, "r", swmr=True)
+
+
+def read_config_yaml(path: Path) -> str:
+    """The config a run file was written with; ConfigError when the file is missing, foreign or damaged."""
+    from .config import ConfigError
+
+    try:
+        with open_for_reading(path) as f:
+            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION or "config" not in f.attrs:
+                raise ConfigError(f"{path} is not an mpifl run file of schema version {SCHEMA_VERSION}.")
+            return str(f.attrs["config"])
+    except OSError as exc:
+        raise ConfigError(f"cannot read run file {path} ({exc}).") from None
+
+
+def _per_round_names() -> list[str]:
+    return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES)]
+
+
+def _create_layout(f: h5py.File, n_clients: int, dim: int) -> None:
+    for name, dtype in _SCALARS.items():
+        f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+    for name, dtype in _PER_CLIENT.items():
+        f.create_dataset(f"clients/{name}", shape=(0, n_clients), maxshape=(None, n_clients), dtype=dtype,
+                         chunks=(max(1, 4096 // n_clients), n_clients))
+    for phase in PHASES:
+        f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+    f.create_dataset("model/theta", shape=(dim,), dtype=np.float32)
+    f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64))
+
+
 class RunWriter:
-    def __init__(self, path: Path, n_clients: int, ranks: int, dim: int, config_yaml: str, version: str) -> None:
+    """Appends rounds to a run file; :meth:`create` starts one, :meth:`resume` continues one after a checkpoint."""
+
+    def __init__(self, file: h5py.File, rows: int) -> None:
+        self.file, self.rows = file, rows
+        self.n = int(file.attrs["clients"])
+        file.swmr_mode = True
+
+    @classmethod
+    def create(cls, path: Path, n_clients: int, ranks: int, dim: int, config_yaml: str, version: str) -> RunWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.n, self.rows = path, n_clients, 0
-        self.file = h5py.File(path, "w", libver="latest")
-        f = self.file
+        f = h5py.File(path, "w", libver="latest")
         f.attrs.update(schema_version=SCHEMA_VERSION, mpifl_version=version, config=config_yaml, clients=n_clients,
                        ranks=ranks, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
-        for name, dtype in _SCALARS.items():
-            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
-        for name, dtype in _PER_CLIENT.items():
-            f.create_dataset(f"clients/{name}", shape=(0, n_clients), maxshape=(None, n_clients), dtype=dtype,
-                             chunks=(max(1, 4096 // n_clients), n_clients))
-        for phase in PHASES:
-            f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        f.create_dataset("model/theta", shape=(dim,), dtype=np.float32)
-        f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64))
-        f.swmr_mode = True
+        _create_layout(f, n_clients, dim)
+        return cls(f, 0)
+
+    @classmethod
+    def resume(cls, path: Path, rows: int, ranks: int) -> RunWriter:
+        """Keep the first ``rows`` rounds of ``path`` (those a checkpoint covers) and continue appending after them.
+
+        The kept rows are copied into a new file that then replaces the old one, so later rounds of the killed run
+        are dropped, never duplicated, and a crash during the copy leaves the old file intact.
+        """
+        with open_for_reading(path) as old:
+            have = min(old[n].shape[0] for n in _per_round_names())
+            if have < rows:
+                raise ValueError(f"{path} holds {have} rounds but its checkpoint is at round {rows}; "
+                                 "the two files do not belong together.")
+            attrs = dict(old.attrs)
+            data = {n: old[n][:rows] for n in _per_round_names()}
+            dim = old["model/theta"].shape[0]
+        tmp = path.with_name(path.name + ".resume")
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs.update(attrs)
+            f.attrs["ranks"] = ranks
+            _create_layout(f, int(attrs["clients"]), dim)
+            for name, values in data.items():
+                f[name].resize(values.shape)
+                f[name][...] = values
+        os.replace(tmp, path)
+        return cls(h5py.File(path, "a", libver="latest"), rows)
 
     def append(self, rec: RoundRecord) -> None:
         f, i = self.file, self.rows

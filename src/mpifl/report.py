@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .metrics import PHASES, SCHEMA_VERSION
+from .metrics import PHASES, SCHEMA_VERSION, open_for_reading
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
               "noisy_median": "N-Median", "rsa": "RSA", "mean": "Mean"}
@@ -67,18 +67,8 @@ class Run:
 
 
 def _open(path: Path) -> h5py.File:
-    """Plain read first; SWMR read only for a file marked open-for-writing (a running or killed job).
-
-    SWMR readers retry failed metadata reads, expecting a writer to finish them, so a truncated file opened that way
-    stalls instead of failing: never use SWMR for a file that a plain open accepts.
-    """
     try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        if "already open for write" not in str(exc):
-            raise ReportError(f"{path}: not a readable HDF5 file ({exc}).") from None
-    try:
-        return h5py.File(path, "r", swmr=True)
+        return open_for_reading(path)
     except (OSError, ValueError) as exc:
         raise ReportError(f"{path}: not a readable HDF5 file ({exc}).") from None
 

@@ -10,7 +10,7 @@ import torch
 from . import aggregators
 from .config import ExperimentConfig
 from .guiding import GuidingGradients
-from .screening import screen
+from .screening import INVALID, screen
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Screened:
 
     @property
     def valid(self) -> torch.Tensor:
-        return (self.flags & aggregators.INVALID) == 0
+        return (self.flags & INVALID) == 0
 
 
 class Server:

@@ -9,18 +9,22 @@ the first round, so a bad config stops every rank with the same message. Then, p
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO, TypeVar
 
 import numpy as np
 import torch
+import yaml
 
-from . import __version__, aggregators, transport as transport_mod
+from . import __version__, checkpoint, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .byzantine import ByzantineSchedule
 from .config import ConfigError, ExperimentConfig, to_yaml, validate_against_data
@@ -36,8 +40,15 @@ from .rng import Purpose, generator
 from .schedules import learning_rate
 
 
+_T = TypeVar("_T")
+
+
 class SetupError(RuntimeError):
     """Set-up failed on some rank; raised on every rank with that rank's message."""
+
+
+class OutputError(RuntimeError):
+    """The HDF5 file could not be written (a full disk, a vanished folder); earlier rounds stay readable."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class _Setup:
 
 
 def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwrite: bool) -> _Setup:
+    """Everything a rank needs before round 1; ``overwrite`` also allows an existing ``out`` (always on resume)."""
     place = resolve(tp.rank, tp.size, tp.local_rank, cfg.clients, cfg.train.device)
     if place.is_server and out.exists() and not overwrite:
         raise ConfigError(f"output {out} already exists; pass --overwrite or choose another --out.")
@@ -109,17 +121,38 @@ def _guiding(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds
     return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
 
 
-def _agreed_setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwrite: bool) -> _Setup:
-    setup, error = None, None
+def _agreed(tp: transport_mod.Transport, step: Callable[[], _T]) -> _T:
+    """Run a set-up step on every rank and agree on its outcome, so no rank starts (or waits) alone."""
+    result, error = None, None
     try:
-        setup = _setup(cfg, tp, out, overwrite)
+        result = step()
     except Exception as exc:  # noqa: BLE001 - any set-up failure must reach every rank, not kill one
         error = str(exc) if isinstance(exc, (ValueError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
     agreed = tp.agree(error)
     if agreed is not None:
         raise SetupError(agreed)
-    assert setup is not None
-    return setup
+    return result  # type: ignore[return-value]
+
+
+def _comparable(config_yaml: str) -> dict:
+    """A config tree without what may change on resume: the round budget and where the data lives."""
+    tree = yaml.safe_load(config_yaml)
+    tree.pop("rounds")
+    tree["data"].pop("root")
+    return tree
+
+
+def _load_checkpoint(cfg: ExperimentConfig, out: Path, dim: int) -> checkpoint.Checkpoint:
+    ckpt = checkpoint.load(checkpoint.path_for(out))
+    if _comparable(ckpt.config_yaml) != _comparable(to_yaml(cfg)):
+        raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} belongs to another run than {out}.")
+    if ckpt.theta.shape != (dim,):
+        raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} holds {ckpt.theta.shape[0]} parameters; the "
+                                         f"model has {dim}.")
+    if ckpt.round >= cfg.rounds:
+        raise ConfigError(f"the checkpoint is at round {ckpt.round} and rounds={cfg.rounds}: nothing to resume; "
+                          "raise --rounds to train further.")
+    return ckpt
 
 
 class _Clock:
@@ -137,20 +170,79 @@ class _Clock:
         return spent
 
 
+class Preempted(RuntimeError):
+    """A stop signal (SIGTERM, SIGUSR1) ended the run cleanly after checkpointing ``round``."""
+
+    def __init__(self, round_: int, out: Path) -> None:
+        super().__init__(f"stopped by signal after round {round_}; checkpoint {checkpoint.path_for(out)} written. "
+                         f"Continue with: mpifl train --resume {out}")
+        self.round = round_
+
+
+class _StopSignals:
+    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) instead of dying at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
 def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = None,
-        progress: TextIO | None = sys.stderr, overwrite: bool = False) -> RunResult | None:
-    """Train ``cfg`` and write metrics to ``out`` (rank 0). Returns the result on rank 0, None elsewhere."""
+        progress: TextIO | None = sys.stderr, overwrite: bool = False, resume: bool = False) -> RunResult | None:
+    """Train ``cfg`` and write metrics to ``out`` (rank 0). Returns the result on rank 0, None elsewhere.
+
+    ``resume`` continues from the checkpoint beside ``out``. Raises :class:`Preempted` on every rank when a stop
+    signal arrived (after a checkpoint), :class:`SetupError` when set-up failed on any rank.
+    """
     tp = tp or transport_mod.create()
-    s = _agreed_setup(cfg, tp, out, overwrite)
+    s = _agreed(tp, lambda: _setup(cfg, tp, out, overwrite or resume))
     tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim, s.placement.device)
-    writer = RunWriter(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__) if s.placement.is_server else None
+    ckpt = _agreed(tp, lambda: _load_checkpoint(cfg, out, s.flat.dim) if resume and s.placement.is_server else None)
+    start = tp.share_int(ckpt.round + 1 if ckpt is not None else 1)
+    if ckpt is not None:
+        s.theta = torch.from_numpy(ckpt.theta).to(s.placement.device)
+    state = s.clients.checkpoint_state()
+    if start > 1 and state is not None:
+        full = torch.from_numpy(ckpt.client_models) if ckpt is not None and ckpt.client_models is not None else None
+        s.clients.restore(tp.scatter(full, state))
+
+    def open_writer() -> RunWriter | None:
+        if not s.placement.is_server:
+            return None
+        if start > 1:
+            return RunWriter.resume(out, start - 1, tp.size)
+        return RunWriter.create(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__)
+
+    writer = _agreed(tp, open_writer)
     try:
-        theta, final = _loop(cfg, tp, s, writer, progress)
-    except BaseException:
+        loop = _RoundLoop(cfg, tp, s, writer, progress, out)
+        with _StopSignals() as stop:
+            theta = loop.run(start, stop)
+    except Preempted:
         if writer is not None:
             writer.close()
+        raise
+    except BaseException as exc:
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
         if tp.size > 1:
-            print(f"[mpifl] rank {tp.rank} failed in the round loop; aborting every rank:", file=sys.stderr)
+            print(f"[mpifl] rank {tp.rank} failed in the round loop ({exc}); aborting every rank:", file=sys.stderr)
             traceback.print_exc()
             sys.stderr.flush()
             tp.abort(1)
@@ -159,56 +251,92 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
         return None
     writer.write_model(theta.cpu().numpy(), cfg.rounds)
     writer.close()
-    return RunResult(out, theta, final, cfg.rounds)
+    return RunResult(out, theta, loop.final, cfg.rounds)
 
 
-def _loop(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, writer: RunWriter | None,
-          progress: TextIO | None) -> tuple[torch.Tensor, Evaluation]:
-    theta, n = s.theta, cfg.clients
-    backdoor = (cfg.attack.source, cfg.attack.target) if cfg.attack.name == "backdoor" else None
-    final = Evaluation(math.nan, math.nan, math.nan)
-    started = time.perf_counter()
-    for r in range(1, cfg.rounds + 1):
-        clock = _Clock()
-        theta = tp.broadcast(theta)
-        clock.lap("broadcast")
-        lr = learning_rate(cfg.train.lr, r)
-        byzantine = s.schedule.mask(r)
-        block = s.clients.messages(theta, r, byzantine, lr)
-        compute = clock.lap("client_compute")
-        z = tp.gather(block)
-        seconds = tp.gather_seconds(compute)
-        clock.lap("gather")
-        if writer is None:
-            continue
-        assert z is not None and seconds is not None and s.server is not None
-        clock.times["client_compute"] = float(seconds.max())
+def _checkpoint(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, theta: torch.Tensor, round_: int,
+                out: Path) -> None:
+    """Collective: client state (RSA models) travels to rank 0 like updates do; rank 0 writes the file."""
+    state = s.clients.checkpoint_state()
+    full = tp.gather(state) if state is not None else None
+    if s.placement.is_server:
+        models = full.cpu().numpy() if full is not None else None
+        target = checkpoint.path_for(out)
+        try:
+            checkpoint.save(target, checkpoint.Checkpoint(round_, theta.cpu().numpy(), models, to_yaml(cfg)))
+        except OSError as exc:
+            raise OutputError(f"cannot write checkpoint {target} after round {round_} ({exc}); the run stops, "
+                              f"{out} holds rounds 1..{round_}") from None
 
-        screened = s.server.examine(z, theta)
+
+class _RoundLoop:
+    """Rounds ``start``..``rounds`` on this rank; rank 0 also screens, aggregates, evaluates and records."""
+
+    def __init__(self, cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, writer: RunWriter | None,
+                 progress: TextIO | None, out: Path) -> None:
+        self.cfg, self.tp, self.s, self.writer, self.progress, self.out = cfg, tp, s, writer, progress, out
+        self.backdoor = (cfg.attack.source, cfg.attack.target) if cfg.attack.name == "backdoor" else None
+        self.final = Evaluation(math.nan, math.nan, math.nan)
+
+    def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
+        cfg, tp, s = self.cfg, self.tp, self.s
+        theta, every, started = s.theta, cfg.output.checkpoint_every, time.perf_counter()
+        for r in range(start, cfg.rounds + 1):
+            clock = _Clock()
+            theta = tp.broadcast(theta)
+            clock.lap("broadcast")
+            lr = learning_rate(cfg.train.lr, r)
+            byzantine = s.schedule.mask(r)
+            block = s.clients.messages(theta, r, byzantine, lr)
+            compute = clock.lap("client_compute")
+            z = tp.gather(block)
+            seconds = tp.gather_seconds(compute)
+            clock.lap("gather")
+            if z is not None and seconds is not None:
+                clock.times["client_compute"] = float(seconds.max())
+                theta = self._serve(r, z, theta, byzantine, lr, clock)
+                self._report_progress(r, (r - start + 1) / (time.perf_counter() - started))
+            stopping = tp.any(stop.requested)
+            if stopping or (every and (r % every == 0 or r == cfg.rounds)):
+                _checkpoint(cfg, tp, s, theta, r, self.out)
+            if stopping:
+                raise Preempted(r, self.out)
+        return theta
+
+    def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, lr: float,
+               clock: _Clock) -> torch.Tensor:
+        """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record."""
+        cfg, server = self.cfg, self.s.server
+        assert server is not None and self.writer is not None and self.s.test is not None
+        screened = server.examine(z, theta)
         clock.lap("guiding")
-
-        decision = s.server.decide(screened, theta, byzantine)
+        decision = server.decide(screened, theta, byzantine)
         if decision.direction is not None:
             theta = theta - lr * (decision.direction + cfg.train.weight_decay * theta)
         clock.lap("aggregation")
-
         ev = Evaluation(math.nan, math.nan, math.nan)
         if r % cfg.train.eval_every == 0 or r == cfg.rounds:
-            assert s.test is not None
-            ev = final = evaluate(s.flat, theta, *s.test, backdoor=backdoor)
+            ev = self.final = evaluate(self.s.flat, theta, *self.s.test, backdoor=self.backdoor)
         clock.lap("evaluation")
-
-        writer.append(RoundRecord(
+        self.last = RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(),
             accepted=decision.accepted.cpu().numpy(), invalid=(~screened.valid).numpy(), flags=screened.flags.numpy(),
             c1=screened.c1.numpy(), c2=screened.c2.numpy(),
             update_norm=torch.linalg.vector_norm(z, dim=1).cpu().numpy(), guiding_norm=screened.guiding_norm.numpy(),
             times=clock.times,
-        ))
-        if progress is not None and (r % cfg.output.progress_every == 0 or r == cfg.rounds):
-            rate = r / (time.perf_counter() - started)
-            flagged = int((~decision.accepted).sum())
-            print(f"[mpifl] round {r}/{cfg.rounds}  acc {final.accuracy:.4f}  flagged {flagged}/{n}  "
-                  f"byzantine {int(byzantine.sum())}  {rate:.2f} rounds/s", file=progress, flush=True)
-    return theta, final
+        )
+        try:
+            self.writer.append(self.last)
+        except OSError as exc:
+            raise OutputError(f"cannot write round {r} to {self.out} ({exc}); rounds before it are in the "
+                              "file") from None
+        return theta
+
+    def _report_progress(self, r: int, rate: float) -> None:
+        if self.progress is None or not (r % self.cfg.output.progress_every == 0 or r == self.cfg.rounds):
+            return
+        flagged = int((~self.last.accepted).sum())
+        print(f"[mpifl] round {r}/{self.cfg.rounds}  acc {self.final.accuracy:.4f}  flagged {flagged}/"
+              f"{self.cfg.clients}  byzantine {int(self.last.byzantine.sum())}  {rate:.2f} rounds/s",
+              file=self.progress, flush=True)

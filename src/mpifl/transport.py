@@ -34,6 +34,16 @@ class LocalTransport:
     def gather_seconds(self, seconds: float) -> np.ndarray:
         return np.array([seconds])
 
+    def scatter(self, full: torch.Tensor | None, block: torch.Tensor) -> torch.Tensor:
+        assert full is not None
+        return full.to(block.device, copy=True)
+
+    def share_int(self, value: int) -> int:
+        return value
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
     def agree(self, error: str | None) -> str | None:
         return error
 
@@ -108,6 +118,31 @@ class MpiTransport:
         recv = np.empty(self.size, dtype=np.float64) if self.rank == 0 else None
         self.comm.Gather([send, self.MPI.DOUBLE], [recv, self.MPI.DOUBLE] if recv is not None else None, root=0)
         return recv
+
+    def scatter(self, full: torch.Tensor | None, block: torch.Tensor) -> torch.Tensor:
+        """Server → clients: rank 0's [n, d] matrix back into each rank's [k_local, d] block (Scatterv, the layout of
+        :meth:`gather`); ``block`` gives the shape and device of the result."""
+        if self.rank == 0:
+            assert full is not None and self.recv is not None
+            self.recv.copy_(full)
+            buf, mpi_type = self._wire(self.recv)
+            self.comm.Scatterv([buf, (self.counts, self.displs), mpi_type], self._wire(self.send), root=0)
+        else:
+            self.comm.Scatterv(None, self._wire(self.send), root=0)
+        return self.send.to(block.device, copy=True)
+
+    def share_int(self, value: int) -> int:
+        """Rank 0's integer on every rank."""
+        buf = np.array([value], dtype=np.int64)
+        self.comm.Bcast([buf, self.MPI.INT64_T], root=0)
+        return int(buf[0])
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (a signal may reach only some ranks)."""
+        send = np.array([int(flag)], dtype=np.int32)
+        recv = np.zeros(1, dtype=np.int32)
+        self.comm.Allreduce([send, self.MPI.INT], [recv, self.MPI.INT], op=self.MPI.MAX)
+        return bool(recv[0])
 
     def agree(self, error: str | None) -> str | None:
         """Collectively decide whether set-up failed anywhere; every rank gets the first rank's message.

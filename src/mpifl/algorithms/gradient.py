@@ -73,3 +73,10 @@ class GradientClients:
                     noise = torch.randn(z.shape[1], generator=generator(self.cfg.seed, Purpose.NOISE, round_, j))
                     z[row] += sigma * noise.to(z.device)
         return self._forge_rows(z, round_, byzantine).contiguous()
+
+    def checkpoint_state(self) -> torch.Tensor | None:
+        """The [k, d] per-client state a checkpoint must keep (gradient clients keep none)."""
+        return None
+
+    def restore(self, state: torch.Tensor) -> None:
+        """Set the per-client state from a checkpoint (nothing to set for gradient clients)."""

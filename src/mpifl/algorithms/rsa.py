@@ -28,3 +28,9 @@ class RsaClients(GradientClients):
         penalty = self.cfg.aggregator.delta * torch.sign(self.models - theta.unsqueeze(0))
         self.models -= lr * (grads + penalty)
         return upload
+
+    def checkpoint_state(self) -> torch.Tensor | None:
+        return self.models
+
+    def restore(self, state: torch.Tensor) -> None:
+        self.models = state.to(self.models.device, copy=True)

@@ -1,0 +1,74 @@
+"""Checkpoints beside the HDF5 file (``RUN.h5.ckpt``), written atomically by rank 0.
+
+A run's randomness is keyed by (seed, purpose, round, client) (mpifl.rng) and the Markov Byzantine state is replayed
+from round 1, so the state needed to continue bit-identically is small: the round, theta, and the client models of
+RSA. The file is a NumPy ``.npz`` read with ``allow_pickle=False``: a checkpoint can hold numbers, never code.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, foreign or from another run."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    round: int
+    theta: np.ndarray  # [d] float32
+    client_models: np.ndarray | None  # [n, d] float32 (RSA) or None
+    config_yaml: str
+
+
+def path_for(run: Path) -> Path:
+    return run.with_name(run.name + ".ckpt")
+
+
+def save(path: Path, ckpt: Checkpoint) -> None:
+    """Write to a temp file, fsync, rename over the old checkpoint, fsync the folder: a crash leaves the old or the
+    new checkpoint, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    arrays = {"format": np.array(FORMAT), "round": np.array(ckpt.round, dtype=np.int64),
+              "theta": np.ascontiguousarray(ckpt.theta, dtype=np.float32),
+              "config": np.frombuffer(ckpt.config_yaml.encode(), dtype=np.uint8)}
+    if ckpt.client_models is not None:
+        arrays["client_models"] = np.ascontiguousarray(ckpt.client_models, dtype=np.float32)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint stays the valid one
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def load(path: Path) -> Checkpoint:
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint {path}: the run cannot be resumed (was output.checkpoint_every 0, or did "
+                              "it stop before its first checkpoint?).")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != FORMAT:
+                raise CheckpointError(f"{path} has checkpoint format {int(data['format'])}; this mpifl reads {FORMAT}.")
+            models = data["client_models"] if "client_models" in data.files else None
+            return Checkpoint(int(data["round"]), data["theta"], models, bytes(data["config"]).decode())
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a readable mpifl checkpoint ({type(exc).__name__}: {exc}).") from None
