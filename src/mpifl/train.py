@@ -173,10 +173,10 @@ class _Clock:
 class Preempted(RuntimeError):
     """A stop signal (SIGTERM, SIGUSR1) ended the run cleanly after checkpointing ``round``."""
 
-    def __init__(self, round_: int, out: Path) -> None:
+    def __init__(self, round_: int, out: Path, rank: int) -> None:
         super().__init__(f"stopped by signal after round {round_}; checkpoint {checkpoint.path_for(out)} written. "
                          f"Continue with: mpifl train --resume {out}")
-        self.round = round_
+        self.round, self.rank = round_, rank
 
 
 class _StopSignals:
@@ -300,7 +300,7 @@ class _RoundLoop:
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
                 _checkpoint(cfg, tp, s, theta, r, self.out)
             if stopping:
-                raise Preempted(r, self.out)
+                raise Preempted(r, self.out, tp.rank)
         return theta
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, lr: float,

@@ -1,0 +1,37 @@
+"""Launching mpifl under mpirun from tests: a subprocess with a timeout, so a hang fails instead of stalling CI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
+
+
+def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """``mpirun -n N cmd : -n M cmd ...``; a hang fails the test at ``timeout`` instead of stalling CI."""
+    argv = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+    for i, part in enumerate(parts):
+        argv += ([":"] if i else []) + part
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(HERE.parent)}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train_cmd(n: int, config: Path, out: Path, *extra: str) -> list[str]:
+    return ["-n", str(n), sys.executable, "-m", "mpifl", "train", "-c", str(config), "--out", str(out), "--quiet",
+            *extra]
+
+
+def fault_cmd(fault: str, n: int, config: Path, out: Path) -> list[str]:
+    return ["-n", str(n), sys.executable, str(HERE / "mpi_fault.py"), fault, "train", "-c", str(config), "--out",
+            str(out), "--quiet"]
+
+
+def write_config(tmp_path: Path, tree: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
