@@ -166,7 +166,8 @@ def summarize(run: Run, target: float) -> Summary:
     # with several ranks the clients' compute happens inside rank 0's gather wait: count it once
     wall_phases = [p for p in PHASES if p != "client_compute" or run.ranks == 1]
     return Summary(
-        file=run.path.name, rule=run.rule, attack=run.attack, sample=run.sample, seed=int(run.config["seed"]),
+        file=run.path.name, rule=run.rule, attack=run.attack, sample=run.sample if run.rule == "diversefl" else "–",
+        seed=int(run.config["seed"]),
         rounds=len(run.round), finished=run.finished,
         final_accuracy=float(acc[-1]) if len(acc) else math.nan,
         best_accuracy=float(acc.max()) if len(acc) else math.nan,
@@ -265,7 +266,8 @@ def plot_backdoor(runs: list[Run], out: Path) -> Path | None:
 
 
 def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
-    """Fig. 1: C1×C2 per round for the first ``clients`` clients, green honest, red Byzantine (symlog scale)."""
+    """Fig. 1: C1×C2 per round for the first ``clients`` clients, green honest, red Byzantine; dashed lines at eps1
+    and eps2 (linear inside ±2, logarithmic beyond, so scaled updates stay visible)."""
     if np.isnan(run.c2).all():
         return None
     plt = _pyplot()
@@ -281,7 +283,9 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
         byz = run.byzantine[:, j]
         ax.scatter(run.round[~byz], product[~byz, j], s=2, color="tab:green", label="honest")
         ax.scatter(run.round[byz], product[byz, j], s=2, color="tab:red", label="Byzantine")
-        ax.set_yscale("symlog", linthresh=1.0)
+        for eps in (run.config["aggregator"]["eps1"], run.config["aggregator"]["eps2"]):
+            ax.axhline(eps, color="grey", linewidth=0.6, linestyle="--")
+        ax.set_yscale("symlog", linthresh=2.0, linscale=2.0)
         ax.set_title(f"client {j}", fontsize=8)
         ax.tick_params(labelsize=6)
     axes.flat[0].legend(fontsize=6, markerscale=3)
