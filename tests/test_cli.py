@@ -2,6 +2,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -85,3 +86,16 @@ def test_fetch_mnist_gives_the_official_files(runner: CliRunner, tmp_path: Path)
     assert result.exit_code == 0, result.output
     raw = tmp_path / "MNIST" / "raw"
     assert {name: md5(raw / name) for name in MNIST_MD5} == MNIST_MD5
+
+
+def test_fetch_fashion_mnist_from_debian_offline(runner: CliRunner, tmp_path: Path):
+    from mpifl.data.datasets import load
+    from mpifl.data.fetch import DEBIAN_FASHION
+
+    if not DEBIAN_FASHION.exists():
+        pytest.skip(f"{DEBIAN_FASHION} missing (apt-get install dataset-fashion-mnist; .ci/run does)")
+    result = runner.invoke(main, ["data", "fetch", "fashion_mnist", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    ds = load("fashion_mnist", tmp_path, download=False, synthetic_sizes=(0, 0))
+    assert len(ds.train_y) == 60000 and len(ds.test_y) == 10000 and ds.num_classes == 10
+    assert torch.bincount(ds.train_y).tolist() == [6000] * 10

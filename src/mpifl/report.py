@@ -218,6 +218,21 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _curve_panel(ax, title: str) -> None:  # type: ignore[no-untyped-def]
+    ax.set_title(title)
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy(runs: list[Run], out: Path) -> Path:
     """Figs. 2-5: accuracy vs round, one line per run, one panel per attack."""
     plt = _pyplot()
@@ -228,17 +243,9 @@ def plot_accuracy(runs: list[Run], out: Path) -> Path:
         chosen = [(r, lab) for r, lab in zip(runs, labels(runs)) if r.attack == attack]
         for run, label in chosen:
             ax.plot(*run.evaluated(), label=label, linewidth=1.2)
-        ax.set_title(f"attack: {attack}")
-        ax.set_xlabel("round")
         ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "accuracy.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        _curve_panel(ax, f"attack: {attack}")
+    return _save(plt, fig, out / "accuracy.png")
 
 
 def plot_backdoor(runs: list[Run], out: Path) -> Path | None:
@@ -253,16 +260,8 @@ def plot_backdoor(runs: list[Run], out: Path) -> Path | None:
         axes[0].plot(run.round[keep], run.accuracy[keep], label=label, linewidth=1.2)
         axes[1].plot(run.round[keep], run.backdoor[keep], label=label, linewidth=1.2)
     for ax, title in zip(axes, ("test accuracy", "backdoor task accuracy")):
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "backdoor.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        _curve_panel(ax, title)
+    return _save(plt, fig, out / "backdoor.png")
 
 
 def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
@@ -290,11 +289,7 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
         ax.tick_params(labelsize=6)
     axes.flat[0].legend(fontsize=6, markerscale=3)
     fig.suptitle(f"C1 x C2 — {RULE_NAMES.get(run.rule, run.rule)}, {run.attack}", fontsize=9)
-    fig.tight_layout()
-    path = out / f"detection_{run.path.stem}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / f"detection_{run.path.stem}.png")
 
 
 def report(paths: list[Path], out: Path, target: float = 0.9) -> list[Path]:

@@ -96,7 +96,7 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
         idx = torch.from_numpy(parts[j])
         batch = fraction_size(len(idx), cfg.train.batch_size, cfg.train.batch_fraction)
         hosted.append(ClientData(j, scaled(ds.train_x[idx]), ds.train_y[idx].to(place.device), batch))
-    clients = make_clients(cfg.aggregator.name, cfg, flat, hosted, ds.num_classes, theta)
+    clients = make_clients(cfg, flat, hosted, ds.num_classes, theta)
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
     schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
 

@@ -19,6 +19,8 @@ ClusterName=ci
 SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
+# a requeued job may start once its old credential expires: 10 s instead of the default 120 s keeps tests short
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
