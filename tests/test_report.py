@@ -102,6 +102,8 @@ def test_detection_rates_on_a_crafted_file_are_exact(tmp_path: Path):
     row = read_summary(tmp_path / "out")["crafted.h5"]
     assert float(row["tpr"]) == 0.75 and float(row["fpr"]) == 0.125
     assert row["rounds"] == "3" and row["finished"] == "True"
+    assert (row["flags_direction"], row["flags_length"], row["flags_non_finite"]) == ("4", "0", "0")
+    assert "| crafted.h5 | 4 | 0 | 0 | 0 | 0 |" in (tmp_path / "out" / "summary.md").read_text()
     assert float(row["gather_ms"]) == 500.0
 
 

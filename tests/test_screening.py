@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpifl.config import AGGREGATORS
-from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, describe, screen
+from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, screen
 from mpifl.server import Server
 
 from .conftest import small_config
@@ -24,10 +24,6 @@ def test_screen_flags_each_kind_of_bad_row():
 def test_huge_finite_entries_do_not_overflow_into_a_valid_norm():
     z = torch.full((1, 1000), 3e38)  # the float32 norm overflows to inf; the check must still see it
     assert screen(z, max_norm=1e6)[0].tolist() == [NORM_BOUND]
-
-
-def test_describe():
-    assert describe(0) == "accepted" and describe(NON_FINITE | NORM_BOUND) == "non_finite+norm_bound"
 
 
 class FixedGuiding:

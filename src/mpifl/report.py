@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from .metrics import PHASES, SCHEMA_VERSION, open_for_reading
+from .screening import REASONS
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
               "noisy_median": "N-Median", "rsa": "RSA", "mean": "Mean"}
@@ -42,6 +43,7 @@ class Run:
     accepted: np.ndarray
     c1: np.ndarray
     c2: np.ndarray
+    flags: np.ndarray
     times: dict[str, np.ndarray]
     finished: bool
     ranks: int
@@ -85,7 +87,7 @@ def load_run(path: str | Path) -> Run:
                               f"{SCHEMA_VERSION}. Use the mpifl version that wrote it ({f.attrs.get('mpifl_version')}).")
         try:
             names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/accepted",
-                     "clients/c1", "clients/c2", *(f"time/{p}" for p in PHASES)]
+                     "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES)]
             rows = min(f[n].shape[0] for n in names)
             data = {n: f[n][:rows] for n in names}
             finished = int(f["model/round"][0]) > 0
@@ -95,7 +97,7 @@ def load_run(path: str | Path) -> Run:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
     return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
                data["clients/byzantine"], data["clients/accepted"], data["clients/c1"], data["clients/c2"],
-               {p: data[f"time/{p}"] for p in PHASES}, finished, ranks)
+               data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks)
 
 
 def expand(patterns: list[str]) -> list[Path]:
@@ -142,6 +144,7 @@ class Summary:
     fpr: float
     wall_seconds: float
     phase_ms: dict[str, float]
+    reasons: dict[str, int]  # client-rounds flagged for each reason (a client-round may have several)
 
 
 def detection_rates(run: Run) -> tuple[float, float]:
@@ -176,6 +179,7 @@ def summarize(run: Run, target: float) -> Summary:
         tpr=tpr, fpr=fpr,
         wall_seconds=float(sum(run.times[p].sum() for p in wall_phases)),
         phase_ms={p: float(1000 * run.times[p].mean()) if len(run.round) else math.nan for p in PHASES},
+        reasons={name: int(((run.flags & bit) != 0).sum()) for bit, name in REASONS.items()},
     )
 
 
@@ -185,14 +189,15 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     columns = ["file", "rule", "attack", "sample", "seed", "rounds", "finished", "final_accuracy", "best_accuracy",
-               "last10_accuracy", "rounds_to_target", "tpr", "fpr", "wall_seconds", *(f"{p}_ms" for p in PHASES)]
+               "last10_accuracy", "rounds_to_target", "tpr", "fpr", "wall_seconds", *(f"{p}_ms" for p in PHASES),
+               *(f"flags_{name}" for name in REASONS.values())]
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for s in summaries:
             writer.writerow([s.file, s.rule, s.attack, s.sample, s.seed, s.rounds, s.finished, s.final_accuracy,
                              s.best_accuracy, s.last10_accuracy, s.rounds_to_target, s.tpr, s.fpr, s.wall_seconds,
-                             *(s.phase_ms[p] for p in PHASES)])
+                             *(s.phase_ms[p] for p in PHASES), *s.reasons.values()])
     lines = [f"# mpifl report ({len(summaries)} runs)", "",
              f"Accuracy: final, best, mean of the last 10 % of evaluations; rounds to reach {target:.2f}. Detection: "
              "TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest (rules that filter clients only).", "",
@@ -206,6 +211,9 @@ def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     lines += ["", "Mean milliseconds per round by phase:", "",
               "| file | " + " | ".join(PHASES) + " |", "|---" * (len(PHASES) + 1) + "|"]
     lines += [f"| {s.file} | " + " | ".join(_fmt(s.phase_ms[p], 2) for p in PHASES) + " |" for s in summaries]
+    lines += ["", "Client-rounds flagged, by reason (docs/hdf5-schema.md, `clients/flags`):", "",
+              "| file | " + " | ".join(REASONS.values()) + " |", "|---" * (len(REASONS) + 1) + "|"]
+    lines += [f"| {s.file} | " + " | ".join(str(v) for v in s.reasons.values()) + " |" for s in summaries]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -32,8 +32,3 @@ def screen(z: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, torch.Tensor
     flags = (~finite).to(torch.uint8) * NON_FINITE | (finite & ~bounded).to(torch.uint8) * NORM_BOUND
     clean = torch.where((flags == 0).unsqueeze(1), clean, torch.zeros((), dtype=z.dtype, device=z.device))
     return flags, clean
-
-
-def describe(flags: int) -> str:
-    """'direction+length' for a flag mask (for messages and reports)."""
-    return "+".join(name for bit, name in REASONS.items() if flags & bit) or "accepted"
