@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO, TypeVar
@@ -241,11 +240,7 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
         if writer is not None:
             with contextlib.suppress(OSError):
                 writer.close()
-        if tp.size > 1:
-            print(f"[mpifl] rank {tp.rank} failed in the round loop ({exc}); aborting every rank:", file=sys.stderr)
-            traceback.print_exc()
-            sys.stderr.flush()
-            tp.abort(1)
+        tp.fail(exc)
         raise
     if writer is None:
         return None

@@ -9,6 +9,8 @@ through pinned host memory (`mpifl info` says which applies; PyPI's Open MPI whe
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 
 import numpy as np
 import torch
@@ -47,8 +49,8 @@ class LocalTransport:
     def agree(self, error: str | None) -> str | None:
         return error
 
-    def abort(self, code: int = 1) -> None:
-        raise SystemExit(code)
+    def fail(self, exc: BaseException) -> None:
+        """A failure in one process needs no coordination: the caller re-raises it."""
 
 
 def cuda_aware() -> bool:
@@ -160,8 +162,12 @@ class MpiTransport:
                 return bytes(row).rstrip(b"\0").decode(errors="replace")
         return None
 
-    def abort(self, code: int = 1) -> None:
-        self.comm.Abort(code)
+    def fail(self, exc: BaseException) -> None:
+        """This rank failed mid-run: say why, then abort the whole job, so no rank waits forever in a collective."""
+        print(f"[mpifl] rank {self.rank} failed in the round loop ({exc}); aborting every rank:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        self.comm.Abort(1)
 
 
 Transport = LocalTransport | MpiTransport
