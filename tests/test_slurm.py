@@ -28,7 +28,8 @@ def cluster():  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
         pytest.skip("the test SLURM cluster is started as root; not root here")
     if shutil.which("slurmctld") is None:
-        pytest.skip("SLURM not installed (apt-get install slurmctld slurmd slurm-client munge libpmix-dev; .ci/run does)")
+        pytest.skip("SLURM not installed "
+                    "(apt-get install slurmctld slurmd slurm-client munge libpmix-dev; .ci/run does)")
     up = subprocess.run(["bash", str(SLURM / "up.sh")], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
     yield

@@ -19,7 +19,8 @@ def sweep_file(tmp_path: Path) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({
         "base": "base.yaml", "out_dir": str(tmp_path / "out"), "set": ["train.eval_every=3"], "seeds": [0, 1],
-        "grid": [{"aggregator.name": ["median", "trmean"]}, {"aggregator.name": ["diversefl"], "attack.name": ["none"]}],
+        "grid": [{"aggregator.name": ["median", "trmean"]},
+                 {"aggregator.name": ["diversefl"], "attack.name": ["none"]}],
     }))
     return path
 

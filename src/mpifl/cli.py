@@ -35,6 +35,10 @@ def _errors_as_one_line() -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
 
 
+_data_root_option = click.option("--data-root", type=click.Path(file_okay=False),
+                                 help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
+
+
 def _default_out(cfg: ExperimentConfig) -> Path:
     return Path("runs") / f"{cfg.name}_{cfg.aggregator.name}_{cfg.attack.name}_s{cfg.seed}.h5"
 
@@ -50,8 +54,9 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override one config value.")
 @click.option("--rounds", type=click.IntRange(min=1), help="Shorthand for --set rounds=N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Shorthand for --set seed=S.")
-@click.option("--data-root", type=click.Path(file_okay=False), help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
-@click.option("--out", type=click.Path(dir_okay=False), help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5).")
+@_data_root_option
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
               help="Continue RUN.h5 from the checkpoint beside it (RUN.h5.ckpt); only --rounds/--data-root may change.")
@@ -90,7 +95,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
 @click.option("--index", type=click.IntRange(min=0), help="Run one point (e.g. $SLURM_ARRAY_TASK_ID).")
 @click.option("--local", "run_all", is_flag=True, help="Run every point here, one after the other.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override a value in every point.")
-@click.option("--data-root", type=click.Path(file_okay=False), help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
+@_data_root_option
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, overrides: tuple[str, ...],
           data_root: str | None, quiet: bool) -> None:

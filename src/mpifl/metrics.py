@@ -64,14 +64,26 @@ def open_for_reading(path: Path) -> h5py.File:
     return h5py.File(path, "r", swmr=True)
 
 
+def schema_problem(f: h5py.File) -> str | None:
+    """Why ``f`` is not a run file this version reads (foreign, or another schema version); None when it is."""
+    if "schema_version" not in f.attrs or "config" not in f.attrs:
+        return "not an mpifl run (no schema_version/config attributes)"
+    version = int(f.attrs["schema_version"])
+    if version != SCHEMA_VERSION:
+        return (f"written with schema version {version}; this mpifl reads version {SCHEMA_VERSION}. Use the mpifl "
+                f"version that wrote it ({f.attrs.get('mpifl_version')})")
+    return None
+
+
 def read_config_yaml(path: Path) -> str:
     """The config a run file was written with; ConfigError when the file is missing, foreign or damaged."""
     from .config import ConfigError
 
     try:
         with open_for_reading(path) as f:
-            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION or "config" not in f.attrs:
-                raise ConfigError(f"{path} is not an mpifl run file of schema version {SCHEMA_VERSION}.")
+            problem = schema_problem(f)
+            if problem is not None:
+                raise ConfigError(f"{path} is not an mpifl run file this version can resume: {problem}.")
             return str(f.attrs["config"])
     except OSError as exc:
         raise ConfigError(f"cannot read run file {path} ({exc}).") from None
@@ -79,6 +91,11 @@ def read_config_yaml(path: Path) -> str:
 
 def _per_round_names() -> list[str]:
     return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES)]
+
+
+def complete_rows(f: h5py.File) -> int:
+    """Rounds that every per-round dataset holds (a file being written may be a row ahead in some)."""
+    return min(f[n].shape[0] for n in _per_round_names())
 
 
 def _create_layout(f: h5py.File, n_clients: int, dim: int) -> None:
@@ -118,7 +135,7 @@ class RunWriter:
         are dropped, never duplicated, and a crash during the copy leaves the old file intact.
         """
         with open_for_reading(path) as old:
-            have = min(old[n].shape[0] for n in _per_round_names())
+            have = complete_rows(old)
             if have < rows:
                 raise ValueError(f"{path} holds {have} rounds but its checkpoint is at round {rows}; "
                                  "the two files do not belong together.")

@@ -1,8 +1,8 @@
 """Offline analysis of HDF5 runs: the paper's figures (accuracy curves, backdoor, Fig. 1's C1×C2) and a summary table.
 
 Finished runs are opened plainly; runs a job is still writing, and runs that were killed (HDF5 marks both as open
-for writing), in SWMR read mode. Datasets of a file being written may briefly differ in length by a row; every run is cut to the rounds
-that all its datasets hold.
+for writing), in SWMR read mode. Datasets of a file being written may briefly differ in length by a row; every run is
+cut to the rounds that all its datasets hold.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .metrics import PHASES, SCHEMA_VERSION, open_for_reading
+from .metrics import PHASES, complete_rows, open_for_reading, schema_problem
 from .screening import REASONS
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
@@ -79,16 +79,13 @@ def load_run(path: str | Path) -> Run:
     """Read one run file, refusing foreign files and other schema versions with a clear message."""
     path = Path(path)
     with _open(path) as f:
-        if "schema_version" not in f.attrs or "config" not in f.attrs:
-            raise ReportError(f"{path}: not an mpifl run (no schema_version/config attributes).")
-        version = int(f.attrs["schema_version"])
-        if version != SCHEMA_VERSION:
-            raise ReportError(f"{path}: written with schema version {version}; this mpifl reads version "
-                              f"{SCHEMA_VERSION}. Use the mpifl version that wrote it ({f.attrs.get('mpifl_version')}).")
+        problem = schema_problem(f)
+        if problem is not None:
+            raise ReportError(f"{path}: {problem}.")
         try:
             names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/accepted",
                      "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES)]
-            rows = min(f[n].shape[0] for n in names)
+            rows = complete_rows(f)
             data = {n: f[n][:rows] for n in names}
             finished = int(f["model/round"][0]) > 0
             config = yaml.safe_load(f.attrs["config"])

@@ -46,7 +46,8 @@ def load(path: str | Path, extra: tuple[str, ...] = ()) -> list[Point]:
     spec = load_tree(path)
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ConfigError(f"sweep {path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}.")
+        raise ConfigError(f"sweep {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(_KEYS))}.")
     if "base" not in spec or "grid" not in spec:
         raise ConfigError(f"sweep {path} needs 'base' (a config file) and 'grid' (a list of key: [values] maps).")
     base = load_tree(path.parent / spec["base"])

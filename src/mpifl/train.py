@@ -289,8 +289,8 @@ class _RoundLoop:
             clock.lap("gather")
             if z is not None and seconds is not None:
                 clock.times["client_compute"] = float(seconds.max())
-                theta = self._serve(r, z, theta, byzantine, lr, clock)
-                self._report_progress(r, (r - start + 1) / (time.perf_counter() - started))
+                theta, record = self._serve(r, z, theta, byzantine, lr, clock)
+                self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
             stopping = tp.any(stop.requested)
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
                 _checkpoint(cfg, tp, s, theta, r, self.out)
@@ -299,7 +299,7 @@ class _RoundLoop:
         return theta
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, lr: float,
-               clock: _Clock) -> torch.Tensor:
+               clock: _Clock) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
@@ -313,7 +313,7 @@ class _RoundLoop:
         if r % cfg.train.eval_every == 0 or r == cfg.rounds:
             ev = self.final = evaluate(self.s.flat, theta, *self.s.test, backdoor=self.backdoor)
         clock.lap("evaluation")
-        self.last = RoundRecord(
+        record = RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(),
             accepted=decision.accepted.cpu().numpy(), invalid=(~screened.valid).numpy(), flags=screened.flags.numpy(),
@@ -322,16 +322,17 @@ class _RoundLoop:
             times=clock.times,
         )
         try:
-            self.writer.append(self.last)
+            self.writer.append(record)
         except OSError as exc:
             raise OutputError(f"cannot write round {r} to {self.out} ({exc}); rounds before it are in the "
                               "file") from None
-        return theta
+        return theta, record
 
-    def _report_progress(self, r: int, rate: float) -> None:
+    def _report_progress(self, record: RoundRecord, rate: float) -> None:
+        r = record.round
         if self.progress is None or not (r % self.cfg.output.progress_every == 0 or r == self.cfg.rounds):
             return
-        flagged = int((~self.last.accepted).sum())
+        flagged = int((~record.accepted).sum())
         print(f"[mpifl] round {r}/{self.cfg.rounds}  acc {self.final.accuracy:.4f}  flagged {flagged}/"
-              f"{self.cfg.clients}  byzantine {int(self.last.byzantine.sum())}  {rate:.2f} rounds/s",
+              f"{self.cfg.clients}  byzantine {int(record.byzantine.sum())}  {rate:.2f} rounds/s",
               file=self.progress, flush=True)

@@ -21,7 +21,8 @@ class RsaClients(GradientClients):
 
     def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:
         """Upload theta_j^{r−1} (forged for Byzantine clients), then
-        theta_j^r = theta_j^{r−1} − mu_r ( (1/(n m)) sum_k grad l(theta_j^{r−1}) + delta sign(theta_j^{r−1} − theta_M^{r−1}) ).
+        theta_j^r = theta_j^{r−1}
+                    − mu_r ( (1/(n m)) sum_k grad l(theta_j^{r−1}) + delta sign(theta_j^{r−1} − theta_M^{r−1}) ).
         """
         upload = self._forge_rows(self.models.clone(), round_, byzantine).contiguous()
         grads = self.gradients(self.models, round_, byzantine) / self.cfg.clients

@@ -105,8 +105,8 @@ def _load_idx(name: str, root: Path, download: bool) -> Dataset:
         test = cls(str(root), train=False, download=False)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign IDX file
         raise DataError(f"{name} files under {raw} cannot be read ({exc}); delete them and fetch again.") from None
-    return Dataset(name, train.data.unsqueeze(1).contiguous(), train.targets.long(), test.data.unsqueeze(1).contiguous(),
-                   test.targets.long(), 10)
+    return Dataset(name, train.data.unsqueeze(1).contiguous(), train.targets.long(),
+                   test.data.unsqueeze(1).contiguous(), test.targets.long(), 10)
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
