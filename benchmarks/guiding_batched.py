@@ -54,8 +54,8 @@ def main() -> None:
             ys = [torch.randint(0, 10, (s,), generator=g) for _ in range(args.clients)]
             packed = stack_padded(xs, ys)
             loop_ms = timed(lambda: loop_grads(flat, theta, xs, ys), args.repeat)
-            vmap_ms = timed(lambda: batched_grads(flat, theta, *packed), args.repeat)
-            diff = float((loop_grads(flat, theta, xs, ys) - batched_grads(flat, theta, *packed)).abs().max())
+            vmap_ms = timed(lambda: batched_grads(flat, theta, *packed, args.clients), args.repeat)
+            diff = float((loop_grads(flat, theta, xs, ys) - batched_grads(flat, theta, *packed, args.clients)).abs().max())
             print(f"| {name} | {s} | {loop_ms:.1f} | {vmap_ms:.1f} | {loop_ms / vmap_ms:.2f} | {diff:.1e} |")
 
 

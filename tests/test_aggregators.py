@@ -30,9 +30,15 @@ def test_trimmed_mean_with_nothing_to_trim_is_the_mean():
     assert torch.equal(agg.trimmed_mean(Z, 0.1), Z.mean(dim=0))  # floor(0.4) = 0
 
 
+def similarity(z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """C1, C2 from whole update and guiding matrices (the server computes the dots and norms band by band)."""
+    norm = torch.linalg.vector_norm
+    return agg.similarity((guiding * z).sum(dim=1), norm(z, dim=1), norm(guiding, dim=1))
+
+
 def test_similarity_values():
     guiding = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0], [1.0, 1.0]])
-    c1, c2 = agg.similarity(Z, guiding)
+    c1, c2 = similarity(Z, guiding)
     assert c1.tolist() == [1, -1, 1, 1]  # dots: 1, -8, 21, 5
     assert torch.allclose(c2, torch.tensor([math.sqrt(101), math.sqrt(20) / 2, 7 / 5, math.sqrt(13) / math.sqrt(2)]))
 
@@ -59,12 +65,12 @@ def test_diversefl_records_every_reason():
 def test_diversefl_rejects_scaled_and_flipped_updates_of_the_guiding_gradient():
     g = torch.tensor([[0.3, -0.2, 0.5]]).repeat(5, 1)
     z = torch.stack([g[0], -g[0], 3 * g[0], 0.4 * g[0], 1.9 * g[0]])
-    c1, c2 = agg.similarity(z, g)
+    c1, c2 = similarity(z, g)
     assert accept(c1, c2) == [True, False, False, False, True]
 
 
 def test_zero_guiding_gradient_is_flagged_explicitly():
-    c1, c2 = agg.similarity(torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2))
+    c1, c2 = similarity(torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2))
     assert c1.tolist() == [0, 0] and math.isinf(c2[0]) and math.isnan(c2[1])
     assert accept(c1, c2, torch.zeros(2)) == [False, False]
 
@@ -112,3 +118,20 @@ def test_rules_only_see_valid_rows(name, expected):
 def test_nothing_valid_means_no_step():
     none = torch.zeros(4, dtype=torch.bool)
     assert agg.aggregate(AggregatorConfig(name="median"), Z, torch.zeros(2), ALL, none, None).direction is None
+
+
+@pytest.mark.parametrize(("rule", "exact"), [
+    (lambda rows, cols: rows.mean(dim=0), False),  # a vectorised sum's order depends on the band width
+    (lambda rows, cols: agg.trimmed_mean(rows, 0.2), False),
+    (lambda rows, cols: agg.coordinate_median(rows), True),
+    (lambda rows, cols: agg.rsa_direction(torch.linspace(-1, 1, 50)[cols], rows, 0.5), True),
+], ids=["mean", "trmean", "median", "rsa"])
+def test_rules_in_column_bands_give_the_same_numbers(rule, exact: bool):
+    z = torch.randn(9, 50, generator=torch.Generator().manual_seed(4))
+    rows = torch.tensor([True, False, True, True, True, False, True, True, True])
+    whole = agg.by_columns(z, rows, rule)
+    banded = agg.by_columns(z, rows, rule, elements=7 * 7)  # 7 rows picked: bands of 7 columns, the last of 1
+    assert whole.shape == (50,) and torch.equal(whole, rule(z[rows], slice(0, 50)))
+    torch.testing.assert_close(banded, whole, rtol=1e-6, atol=1e-7)
+    if exact:
+        assert torch.equal(whole, banded)

@@ -22,7 +22,7 @@ def test_batched_gradients_equal_per_client_autograd_with_unequal_sizes():
     flat = FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))
     theta = flat.flatten()
     xs, ys = make([5, 3, 8])
-    grads = batched_grads(flat, theta, *stack_padded(xs, ys))
+    grads = batched_grads(flat, theta, *stack_padded(xs, ys), chunk=2)
     for j in range(3):
         torch.testing.assert_close(grads[j], reference_grad(flat, theta, xs[j], ys[j]))
 
@@ -31,7 +31,7 @@ def test_per_client_models_and_chunking_give_the_same_gradients():
     flat = FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))
     xs, ys = make([4, 4, 4, 4])
     thetas = flat.flatten().unsqueeze(0) + 0.1 * torch.randn(4, flat.dim, generator=torch.Generator().manual_seed(1))
-    full = batched_grads(flat, thetas, *stack_padded(xs, ys))
+    full = batched_grads(flat, thetas, *stack_padded(xs, ys), chunk=4)
     chunked = batched_grads(flat, thetas, *stack_padded(xs, ys), chunk=3)
     torch.testing.assert_close(full, chunked)
     for j in range(4):
@@ -43,3 +43,35 @@ def test_padding_weights():
     x, y, w = stack_padded(xs, ys)
     assert x.shape == (2, 4, 1, 6, 6)
     assert w.tolist() == [[0.5, 0.5, 0.0, 0.0], [0.25] * 4]
+
+
+def test_a_clients_gradient_does_not_depend_on_the_clients_beside_it():
+    """The placement-independence contract: whichever block of clients a rank hosts (1, 3 or all 5 here), each call
+    has the same shape (chunk clients, padded to the longest batch of all clients), so the bits are equal."""
+    flat = FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))
+    theta = flat.flatten()
+    xs, ys = make([5, 3, 8, 8, 2])
+    alone = torch.cat([batched_grads(flat, theta, *stack_padded(xs[j:j + 1], ys[j:j + 1], 8), chunk=4)
+                       for j in range(5)])
+    blocks = torch.cat([batched_grads(flat, theta, *stack_padded(xs[a:b], ys[a:b], 8), chunk=4)
+                        for a, b in ((0, 3), (3, 5))])
+    together = batched_grads(flat, theta, *stack_padded(xs, ys, 8), chunk=4)
+    assert torch.equal(alone, together) and torch.equal(blocks, together)
+
+
+def test_gradients_are_written_into_the_given_buffer():
+    flat = FlatModel(build("softmax", (1, 6, 6), 10))
+    xs, ys = make([3, 3, 3])
+    out = torch.full((3, flat.dim), float("nan"))
+    result = batched_grads(flat, flat.flatten(), *stack_padded(xs, ys), chunk=2, out=out)
+    assert result.data_ptr() == out.data_ptr() and torch.isfinite(out).all()
+
+
+def test_padding_shorter_than_a_client_is_refused():
+    xs, ys = make([2, 4])
+    try:
+        stack_padded(xs, ys, 3)
+    except ValueError as exc:
+        assert "length=3" in str(exc)
+    else:
+        raise AssertionError("stack_padded accepted a length shorter than a client's batch")

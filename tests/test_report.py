@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mpifl.cli import main
 from mpifl.config import to_yaml
-from mpifl.metrics import RoundRecord, RunWriter
+from mpifl.metrics import SCHEMA_VERSION, RoundRecord, RunWriter
 from mpifl.report import ReportError, load_run, report
 from mpifl.train import run
 
@@ -124,7 +124,8 @@ def test_foreign_truncated_and_newer_files_are_refused(tmp_path: Path):
     with pytest.raises(ReportError, match="cut.h5: not a readable HDF5 file"):
         load_run(tmp_path / "cut.h5")
     write_crafted(tmp_path / "v9.h5", np.zeros((2, 4), bool), np.ones((2, 4), bool), schema=9)
-    with pytest.raises(ReportError, match="written with schema version 9; this mpifl reads version 1"):
+    with pytest.raises(ReportError,
+                       match=f"written with schema version 9; this mpifl reads version {SCHEMA_VERSION}"):
         load_run(tmp_path / "v9.h5")
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(ReportError, match="not a readable HDF5 file"):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpifl.config import AGGREGATORS
-from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, screen
+from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, row_bands, row_norms, screen
 from mpifl.server import Server
 
 from .conftest import small_config
@@ -15,15 +15,25 @@ from .conftest import small_config
 
 def test_screen_flags_each_kind_of_bad_row():
     z = torch.tensor([[1.0, 2.0], [math.nan, 0.0], [math.inf, 1.0], [3e5, 3e5], [0.0, 0.0], [-4.0, 3.0]])
-    flags, clean = screen(z, max_norm=1e5)
+    received = z.clone()
+    flags = screen(z, max_norm=1e5)
     assert flags.tolist() == [0, NON_FINITE, NON_FINITE, NORM_BOUND, 0, 0]
-    assert torch.isfinite(clean).all()
-    assert clean[[1, 2, 3]].abs().sum() == 0 and torch.equal(clean[[0, 4, 5]], z[[0, 4, 5]])
+    assert torch.isfinite(z).all()  # screened in place: the receive buffer is not copied
+    assert z[[1, 2, 3]].abs().sum() == 0 and torch.equal(z[[0, 4, 5]], received[[0, 4, 5]])
 
 
 def test_huge_finite_entries_do_not_overflow_into_a_valid_norm():
     z = torch.full((1, 1000), 3e38)  # the float32 norm overflows to inf; the check must still see it
-    assert screen(z, max_norm=1e6)[0].tolist() == [NORM_BOUND]
+    assert screen(z, max_norm=1e6).tolist() == [NORM_BOUND]
+
+
+def test_row_norms_in_bands_equal_whole_matrix_norms():
+    z = torch.randn(37, 11, generator=torch.Generator().manual_seed(2))
+    z[5, 3] = math.inf
+    assert row_bands(z, elements=50) == [slice(i, min(i + 4, 37)) for i in range(0, 37, 4)]
+    norms = row_norms(z)
+    expected = torch.linalg.vector_norm(z, dim=1)
+    assert torch.equal(norms, expected) and math.isinf(norms[5])
 
 
 class FixedGuiding:
@@ -32,8 +42,8 @@ class FixedGuiding:
     def __init__(self, g: torch.Tensor) -> None:
         self.g = g
 
-    def compute(self, theta: torch.Tensor) -> torch.Tensor:
-        return self.g
+    def compare(self, theta: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.g * z).sum(dim=1), torch.linalg.vector_norm(self.g, dim=1)
 
 
 entries = st.one_of(st.floats(-10, 10, width=32), st.sampled_from([math.nan, math.inf, -math.inf, 1e30, -1e30, 0.0]))
@@ -61,7 +71,7 @@ def test_every_rule_keeps_theta_finite_and_flags_exactly_the_invalid_rows(case, 
     cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": rule, "max_norm": 1e3})
     server = Server(cfg, FixedGuiding(g) if rule == "diversefl" else None)
     theta = torch.linspace(-1, 1, z.shape[1])
-    screened = server.examine(z, theta)
+    screened = server.examine(z.clone(), theta)  # screened in place
     decision = server.decide(screened, theta, byzantine)
 
     finite = torch.isfinite(z).all(dim=1)

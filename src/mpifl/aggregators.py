@@ -16,6 +16,7 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +33,29 @@ class Decision:
     accepted: torch.Tensor  # [n] bool
 
 
+def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor, slice], torch.Tensor],
+               elements: int = 1 << 26) -> torch.Tensor:
+    """A column-wise rule on the selected rows of ``z``, one band of columns at a time: ``rule(z[rows][:, cols],
+    cols)`` → [len(cols)]. It bounds the copy of the selected rows to ``elements`` entries, where [n, d] with many
+    clients would not fit twice; below that (20 clients of the paper's models) there is one band. Every rule here
+    treats columns independently: order statistics and sign sums are bitwise the same in bands, a mean may differ in
+    its last bit (the vectorised sum's order depends on the band width)."""
+    d = z.shape[1]
+    width = max(1, elements // max(1, int(rows.sum())))
+    if width >= d:
+        return rule(z[rows], slice(0, d))
+    out = torch.empty(d, dtype=z.dtype, device=z.device)
+    for start in range(0, d, width):
+        band = slice(start, min(start + width, d))
+        out[band] = rule(z[rows, band], band)
+    return out
+
+
 def masked_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
     """(1/|A|) sum_{j in A} z_j over the accepted set A = {j : mask_j}; None when A is empty."""
     if not bool(mask.any()):
         return None
-    return z[mask].mean(dim=0)
+    return by_columns(z, mask, lambda rows, cols: rows.mean(dim=0))
 
 
 def coordinate_median(z: torch.Tensor) -> torch.Tensor:
@@ -64,14 +83,14 @@ def rsa_direction(theta: torch.Tensor, z: torch.Tensor, delta: float) -> torch.T
     return delta * torch.sign(theta.unsqueeze(0) - z).sum(dim=0)
 
 
-def similarity(z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """DiverseFL's per-client criteria: C1 = sign(g~_j · z_j) (eq. 9) and C2 = ||z_j|| / ||g~_j|| (eq. 10).
+def similarity(dots: torch.Tensor, update_norms: torch.Tensor,
+               guiding_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiverseFL's per-client criteria from g~_j · z_j, ||z_j|| and ||g~_j||: C1 = sign(g~_j · z_j) (eq. 9) and
+    C2 = ||z_j|| / ||g~_j|| (eq. 10).
 
     A zero guiding gradient gives C2 = inf (or nan for a zero update); :func:`diversefl_flags` flags it explicitly.
     """
-    c1 = torch.sign((guiding * z).sum(dim=1)).to(torch.int8)
-    c2 = torch.linalg.vector_norm(z, dim=1) / torch.linalg.vector_norm(guiding, dim=1)
-    return c1, c2
+    return torch.sign(dots).to(torch.int8), update_norms / guiding_norms
 
 
 def diversefl_flags(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tensor, eps1: float,
@@ -94,16 +113,16 @@ def aggregate(cfg: AggregatorConfig, z: torch.Tensor, theta: torch.Tensor, hones
         chosen = accepted_by_filter if name == "diversefl" else honest
         assert chosen is not None
         accepted = chosen & valid
-        return Decision(masked_mean(z, accepted.to(z.device)), accepted)
+        return Decision(masked_mean(z, accepted), accepted)
     if not bool(valid.any()):
         return Decision(None, valid.clone())
-    rows = z[valid.to(z.device)]
+    rule: Callable[[torch.Tensor, slice], torch.Tensor]
     if name == "mean":
-        direction = rows.mean(dim=0)
+        rule = lambda rows, cols: rows.mean(dim=0)  # noqa: E731
     elif name in ("median", "noisy_median"):
-        direction = coordinate_median(rows)
+        rule = lambda rows, cols: coordinate_median(rows)  # noqa: E731
     elif name == "trmean":
-        direction = trimmed_mean(rows, cfg.beta)
+        rule = lambda rows, cols: trimmed_mean(rows, cfg.beta)  # noqa: E731
     else:
-        direction = rsa_direction(theta, rows, cfg.delta)
-    return Decision(direction, valid.clone())
+        rule = lambda rows, cols: rsa_direction(theta[cols], rows, cfg.delta)  # noqa: E731
+    return Decision(by_columns(z, valid, rule), valid.clone())

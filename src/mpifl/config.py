@@ -113,14 +113,15 @@ class TrainConfig:
     lr: LrConfig = field(default_factory=LrConfig)
     eval_every: int = 10
     device: str = "auto"
-    client_chunk: int = 0  # clients per vmap chunk when computing gradients; 0 = all hosted clients at once
+    client_chunk: int = 4  # clients per batched gradient call, the same on every rank (mpifl.gradients)
+    deterministic: bool = True  # GPU: no cuDNN autotuning, deterministic kernels (mpifl.placement.pin_kernels)
 
     def __post_init__(self) -> None:
         _exactly_one("train", "batch_size", self.batch_size, "batch_fraction", self.batch_fraction)
         _positive("train.weight_decay", self.weight_decay, strict=False)
         _positive("train.eval_every", self.eval_every)
         _choice("train.device", self.device, DEVICES)
-        _positive("train.client_chunk", self.client_chunk, strict=False)
+        _positive("train.client_chunk", self.client_chunk)
 
 
 @dataclass(frozen=True)

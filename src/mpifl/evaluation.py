@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,11 +21,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-             backdoor: tuple[int, int] | None = None, chunk: int = 2000) -> Evaluation:
-    """Metrics of model theta on (x, y), in chunks so VGG on CIFAR fits in memory."""
+             inputs: Callable[[torch.Tensor], torch.Tensor], backdoor: tuple[int, int] | None = None,
+             chunk: int = 2000) -> Evaluation:
+    """Metrics of model theta on (x, y), in chunks so VGG on CIFAR fits in memory; ``inputs`` turns a chunk of stored
+    images into model inputs (:class:`mpifl.data.datasets.Scaling`)."""
     correct, loss_sum, predictions = 0, 0.0, []
     for start in range(0, len(y), chunk):
-        logits = flat.forward(theta, x[start: start + chunk])
+        logits = flat.forward(theta, inputs(x[start: start + chunk]))
         target = y[start: start + chunk]
         pred = logits.argmax(dim=1)
         correct += int((pred == target).sum())

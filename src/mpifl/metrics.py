@@ -1,7 +1,7 @@
 """The per-run HDF5 file, written by rank 0 only.
 
 One row per round is appended to resizable datasets and flushed, in SWMR mode, so a run stopped at any point leaves a
-readable file and `h5py` readers can follow a running job. Layout (schema version 1):
+readable file and `h5py` readers can follow a running job. Layout (schema version 2):
 
     attrs: schema_version, mpifl_version, config (YAML), clients, ranks, created
     round, lr, applied, n_accepted, test_accuracy, test_loss, backdoor_accuracy     [R]      (nan: not evaluated)
@@ -9,6 +9,7 @@ readable file and `h5py` readers can follow a running job. Layout (schema versio
     clients/flags (uint8 bit mask of reasons, mpifl.screening)                      [R, n]
     clients/c1 (int8), clients/c2, clients/update_norm, clients/guiding_norm        [R, n]   (nan/0: not computed)
     time/<phase>                                                                    [R]      seconds
+    ranks/peak_rss, ranks/peak_gpu (bytes; each rank's peak so far; 0: rank absent)  [R, P]   float64
     model/theta [d] float32, model/round [1]: the final model and its round (0 until the run has finished)
 """
 
@@ -22,10 +23,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PHASES = ("broadcast", "client_compute", "gather", "guiding", "aggregation", "evaluation")
 _SCALARS = {"round": np.int32, "lr": np.float64, "applied": np.bool_, "n_accepted": np.int32,
             "test_accuracy": np.float64, "test_loss": np.float64, "backdoor_accuracy": np.float64}
+_PER_RANK = ("peak_rss", "peak_gpu")
 _PER_CLIENT = {"byzantine": np.bool_, "accepted": np.bool_, "invalid": np.bool_, "flags": np.uint8, "c1": np.int8,
                "c2": np.float32,
                "update_norm": np.float32, "guiding_norm": np.float32}
@@ -48,6 +50,8 @@ class RoundRecord:
     update_norm: np.ndarray
     guiding_norm: np.ndarray
     times: dict[str, float] = field(default_factory=dict)
+    peak_rss: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [P] bytes
+    peak_gpu: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [P] bytes
 
 
 def open_for_reading(path: Path) -> h5py.File:
@@ -90,7 +94,8 @@ def read_config_yaml(path: Path) -> str:
 
 
 def _per_round_names() -> list[str]:
-    return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES)]
+    return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES),
+            *(f"ranks/{n}" for n in _PER_RANK)]
 
 
 def complete_rows(f: h5py.File) -> int:
@@ -98,7 +103,7 @@ def complete_rows(f: h5py.File) -> int:
     return min(f[n].shape[0] for n in _per_round_names())
 
 
-def _create_layout(f: h5py.File, n_clients: int, dim: int) -> None:
+def _create_layout(f: h5py.File, n_clients: int, ranks: int, dim: int) -> None:
     for name, dtype in _SCALARS.items():
         f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
     for name, dtype in _PER_CLIENT.items():
@@ -106,8 +111,18 @@ def _create_layout(f: h5py.File, n_clients: int, dim: int) -> None:
                          chunks=(max(1, 4096 // n_clients), n_clients))
     for phase in PHASES:
         f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+    for name in _PER_RANK:
+        f.create_dataset(f"ranks/{name}", shape=(0, ranks), maxshape=(None, None), dtype=np.float64,
+                         chunks=(max(1, 4096 // ranks), ranks))
     f.create_dataset("model/theta", shape=(dim,), dtype=np.float32)
     f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64))
+
+
+def _widened(values: np.ndarray, columns: int) -> np.ndarray:
+    """[R, P] per-rank values padded with zeros (rank absent) to at least ``columns`` columns."""
+    if values.shape[1] >= columns:
+        return values
+    return np.pad(values, ((0, 0), (0, columns - values.shape[1])))
 
 
 class RunWriter:
@@ -124,7 +139,7 @@ class RunWriter:
         f = h5py.File(path, "w", libver="latest")
         f.attrs.update(schema_version=SCHEMA_VERSION, mpifl_version=version, config=config_yaml, clients=n_clients,
                        ranks=ranks, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
-        _create_layout(f, n_clients, dim)
+        _create_layout(f, n_clients, ranks, dim)
         return cls(f, 0)
 
     @classmethod
@@ -146,8 +161,10 @@ class RunWriter:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs.update(attrs)
             f.attrs["ranks"] = ranks
-            _create_layout(f, int(attrs["clients"]), dim)
+            _create_layout(f, int(attrs["clients"]), ranks, dim)
             for name, values in data.items():
+                if name.startswith("ranks/"):  # a resumed run may use another number of ranks: keep the wider
+                    values = _widened(values, ranks)
                 f[name].resize(values.shape)
                 f[name][...] = values
         os.replace(tmp, path)
@@ -168,6 +185,11 @@ class RunWriter:
         for phase in PHASES:
             f[f"time/{phase}"].resize((i + 1,))
             f[f"time/{phase}"][i] = rec.times.get(phase, 0.0)
+        for name in _PER_RANK:
+            ds = f[f"ranks/{name}"]
+            values = getattr(rec, name)
+            ds.resize((i + 1, max(ds.shape[1], len(values))))
+            ds[i] = _widened(values[None], ds.shape[1])[0]
         self.rows = i + 1
         f.flush()
 

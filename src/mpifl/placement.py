@@ -61,9 +61,20 @@ def choose_device(preference: str, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{gpu_slot(local_rank, gpus)}")
 
 
-def resolve(rank: int, size: int, local_rank: int, n_clients: int, device_preference: str) -> Placement:
-    return Placement(rank, size, local_rank, choose_device(device_preference, local_rank),
-                     client_blocks(n_clients, size)[rank])
+def pin_kernels(device: torch.device, deterministic: bool) -> None:
+    """Make a GPU compute the same numbers for the same shapes: no cuDNN autotuning (which picks convolution
+    algorithms by timing, differently per run) and deterministic algorithms only. Nothing to do on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def resolve(rank: int, size: int, local_rank: int, n_clients: int, device_preference: str,
+            deterministic: bool = True) -> Placement:
+    """This rank's clients and device, the one place that decides where its tensors live."""
+    device = choose_device(device_preference, local_rank)
+    pin_kernels(device, deterministic)
+    return Placement(rank, size, local_rank, device, client_blocks(n_clients, size)[rank])
 
 
 def gpu_binding(local_rank: int) -> str:

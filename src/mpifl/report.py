@@ -25,6 +25,7 @@ RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median
               "noisy_median": "N-Median", "rsa": "RSA", "mean": "Mean"}
 ATTACK_ORDER = ["none", "class_flip", "sign_flip", "backdoor", "gaussian"]
 FILTERING_RULES = {"diversefl", "oracle"}  # rules that accept or reject whole clients
+MEMORY_COLUMNS = ("rss_rank0", "rss_client_max", "gpu_rank0", "gpu_client_max")
 FIGSIZE, DPI = (4.0, 3.0), 100  # inches per panel; PNG pixels = inches * DPI
 
 
@@ -47,6 +48,8 @@ class Run:
     times: dict[str, np.ndarray]
     finished: bool
     ranks: int
+    peak_rss: np.ndarray  # [R, P] bytes, each rank's peak so far
+    peak_gpu: np.ndarray  # [R, P] bytes
 
     @property
     def rule(self) -> str:
@@ -84,7 +87,8 @@ def load_run(path: str | Path) -> Run:
             raise ReportError(f"{path}: {problem}.")
         try:
             names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/accepted",
-                     "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES)]
+                     "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES),
+                     "ranks/peak_rss", "ranks/peak_gpu"]
             rows = complete_rows(f)
             data = {n: f[n][:rows] for n in names}
             finished = int(f["model/round"][0]) > 0
@@ -94,7 +98,8 @@ def load_run(path: str | Path) -> Run:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
     return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
                data["clients/byzantine"], data["clients/accepted"], data["clients/c1"], data["clients/c2"],
-               data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks)
+               data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks,
+               data["ranks/peak_rss"], data["ranks/peak_gpu"])
 
 
 def expand(patterns: list[str]) -> list[Path]:
@@ -132,6 +137,7 @@ class Summary:
     sample: str
     seed: int
     rounds: int
+    ranks: int
     finished: bool
     final_accuracy: float
     best_accuracy: float
@@ -142,6 +148,20 @@ class Summary:
     wall_seconds: float
     phase_ms: dict[str, float]
     reasons: dict[str, int]  # client-rounds flagged for each reason (a client-round may have several)
+    memory_mb: dict[str, float]  # peak resident / GPU memory of rank 0 and of the largest client rank
+
+
+def peak_memory_mb(run: Run) -> dict[str, float]:
+    """Peak resident memory (and GPU memory) of rank 0 and of the largest other rank, in MB (2^20 bytes).
+
+    With one process, rank 0 hosts every client and the client columns are NaN.
+    """
+    def top(values: np.ndarray, ranks: slice) -> float:
+        chosen = values[:, ranks]
+        return float(chosen.max()) / 2**20 if chosen.size else math.nan
+
+    return {"rss_rank0": top(run.peak_rss, slice(0, 1)), "rss_client_max": top(run.peak_rss, slice(1, None)),
+            "gpu_rank0": top(run.peak_gpu, slice(0, 1)), "gpu_client_max": top(run.peak_gpu, slice(1, None))}
 
 
 def detection_rates(run: Run) -> tuple[float, float]:
@@ -168,7 +188,7 @@ def summarize(run: Run, target: float) -> Summary:
     return Summary(
         file=run.path.name, rule=run.rule, attack=run.attack, sample=run.sample if run.rule == "diversefl" else "–",
         seed=int(run.config["seed"]),
-        rounds=len(run.round), finished=run.finished,
+        rounds=len(run.round), ranks=run.ranks, finished=run.finished,
         final_accuracy=float(acc[-1]) if len(acc) else math.nan,
         best_accuracy=float(acc.max()) if len(acc) else math.nan,
         last10_accuracy=float(tail.mean()) if len(tail) else math.nan,
@@ -177,6 +197,7 @@ def summarize(run: Run, target: float) -> Summary:
         wall_seconds=float(sum(run.times[p].sum() for p in wall_phases)),
         phase_ms={p: float(1000 * run.times[p].mean()) if len(run.round) else math.nan for p in PHASES},
         reasons={name: int(((run.flags & bit) != 0).sum()) for bit, name in REASONS.items()},
+        memory_mb=peak_memory_mb(run),
     )
 
 
@@ -187,14 +208,15 @@ def _fmt(value: float, digits: int = 4) -> str:
 def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     columns = ["file", "rule", "attack", "sample", "seed", "rounds", "finished", "final_accuracy", "best_accuracy",
                "last10_accuracy", "rounds_to_target", "tpr", "fpr", "wall_seconds", *(f"{p}_ms" for p in PHASES),
-               *(f"flags_{name}" for name in REASONS.values())]
+               *(f"flags_{name}" for name in REASONS.values()), *(f"peak_{k}_mb" for k in MEMORY_COLUMNS)]
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for s in summaries:
             writer.writerow([s.file, s.rule, s.attack, s.sample, s.seed, s.rounds, s.finished, s.final_accuracy,
                              s.best_accuracy, s.last10_accuracy, s.rounds_to_target, s.tpr, s.fpr, s.wall_seconds,
-                             *(s.phase_ms[p] for p in PHASES), *s.reasons.values()])
+                             *(s.phase_ms[p] for p in PHASES), *s.reasons.values(),
+                             *(s.memory_mb[k] for k in MEMORY_COLUMNS)])
     lines = [f"# mpifl report ({len(summaries)} runs)", "",
              f"Accuracy: final, best, mean of the last 10 % of evaluations; rounds to reach {target:.2f}. Detection: "
              "TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest (rules that filter clients only).", "",
@@ -211,6 +233,11 @@ def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     lines += ["", "Client-rounds flagged, by reason (docs/hdf5-schema.md, `clients/flags`):", "",
               "| file | " + " | ".join(REASONS.values()) + " |", "|---" * (len(REASONS) + 1) + "|"]
     lines += [f"| {s.file} | " + " | ".join(str(v) for v in s.reasons.values()) + " |" for s in summaries]
+    lines += ["", "Peak memory per rank, MB (resident set; GPU memory allocated by torch, 0 off the GPU; client ranks: "
+              "the largest; – with one process):", "",
+              "| file | ranks | rank 0 RSS | client rank RSS | rank 0 GPU | client rank GPU |", "|---" * 6 + "|"]
+    lines += [f"| {s.file} | {s.ranks} | " + " | ".join(_fmt(s.memory_mb[k], 0) for k in MEMORY_COLUMNS) + " |"
+              for s in summaries]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -19,16 +19,31 @@ REASONS = {DIRECTION: "direction", LENGTH: "length", NON_FINITE: "non_finite", N
 INVALID = NON_FINITE | NORM_BOUND
 
 
-def screen(z: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(flags [n] uint8 with NON_FINITE / NORM_BOUND bits, the updates with invalid rows replaced by zeros).
+def row_bands(z: torch.Tensor, elements: int = 1 << 24) -> list[slice]:
+    """Row slices of ``z`` holding about ``elements`` entries each: server passes over [n, d] that need a temporary
+    (a float64 copy, a product) make it one band at a time, so 10,000 clients never double the matrix's memory."""
+    rows = max(1, elements // max(1, z.shape[1]))
+    return [slice(start, min(start + rows, z.shape[0])) for start in range(0, z.shape[0], rows)]
 
-    The zeroed copy lets similarity and norm computations run on every row without NaN propagating; rules only ever
-    see the valid rows.
+
+def row_norms(z: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """||z_j|| for every row, in ``dtype`` (NaN/inf rows give NaN/inf), band by band."""
+    out = torch.empty(z.shape[0], dtype=dtype, device=z.device)
+    for band in row_bands(z):
+        out[band] = torch.linalg.vector_norm(z[band].to(dtype), dim=1)
+    return out
+
+
+def screen(z: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Flags [n] uint8 with NON_FINITE / NORM_BOUND bits; the invalid rows of ``z`` are zeroed in place.
+
+    Zeroing lets similarity and norm computations run on every row without NaN propagating; rules only ever see the
+    valid rows. In place because ``z`` is the round's receive buffer: a copy would double rank 0's largest array.
     """
     finite = torch.isfinite(z).all(dim=1)
-    clean = torch.where(finite.unsqueeze(1), z, torch.zeros((), dtype=z.dtype, device=z.device))
-    norms = torch.linalg.vector_norm(clean.double(), dim=1)  # float64: 1e30-sized entries must not overflow to inf
+    z[~finite] = 0.0
+    norms = row_norms(z, torch.float64)  # float64: 1e30-sized entries must not overflow to inf
     bounded = norms <= max_norm
     flags = (~finite).to(torch.uint8) * NON_FINITE | (finite & ~bounded).to(torch.uint8) * NORM_BOUND
-    clean = torch.where((flags == 0).unsqueeze(1), clean, torch.zeros((), dtype=z.dtype, device=z.device))
-    return flags, clean
+    z[flags != 0] = 0.0
+    return flags

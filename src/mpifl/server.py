@@ -1,31 +1,43 @@
-"""Rank 0's part of a round: screen the untrusted updates, compare them with the guiding gradients, apply the rule."""
+"""Rank 0's part of a round: screen the untrusted updates, compare them with the guiding gradients, apply the rule.
+
+Everything here stays on the device of the update matrix it is given (the rank's device, :mod:`mpifl.placement`);
+only the round's record leaves it, as NumPy arrays, in :meth:`Screened.record_arrays`.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import aggregators
 from .config import ExperimentConfig
 from .guiding import GuidingGradients
-from .screening import INVALID, screen
+from .screening import INVALID, row_norms, screen
 
 
 @dataclass(frozen=True)
 class Screened:
-    """The round's updates after screening, with DiverseFL's criteria where they are computed."""
+    """The round's updates after screening, with DiverseFL's criteria where they are computed (all on z's device)."""
 
-    clean: torch.Tensor  # [n, d], invalid rows zeroed
+    clean: torch.Tensor  # [n, d], invalid rows zeroed (the receive buffer itself)
     flags: torch.Tensor  # [n] uint8, see mpifl.screening
     c1: torch.Tensor  # [n] int8, 0 where not computed
     c2: torch.Tensor  # [n] float, nan where not computed
+    update_norm: torch.Tensor  # [n] float, ||z_j|| as received (nan/inf kept)
     guiding_norm: torch.Tensor  # [n] float, nan where not computed
 
     @property
     def valid(self) -> torch.Tensor:
         return (self.flags & INVALID) == 0
+
+    def record_arrays(self) -> dict[str, np.ndarray]:
+        """The per-client arrays the HDF5 record keeps, moved off the device in one place."""
+        return {"invalid": (~self.valid).cpu().numpy(), "flags": self.flags.cpu().numpy(),
+                "c1": self.c1.cpu().numpy(), "c2": self.c2.cpu().numpy(),
+                "update_norm": self.update_norm.cpu().numpy(), "guiding_norm": self.guiding_norm.cpu().numpy()}
 
 
 class Server:
@@ -33,25 +45,30 @@ class Server:
         self.cfg, self.guiding = cfg, guiding
 
     def examine(self, z: torch.Tensor, theta: torch.Tensor) -> Screened:
-        """Validity checks for every rule; then, for DiverseFL (or ``record_similarity``), C1, C2 and their flags."""
+        """Validity checks for every rule; then, for DiverseFL (or ``record_similarity``), C1, C2 and their flags.
+
+        ``z`` is screened in place (invalid rows zeroed).
+        """
         agg = self.cfg.aggregator
-        flags, clean = screen(z, agg.max_norm)
+        update_norm = row_norms(z)
+        flags = screen(z, agg.max_norm)
         n = z.shape[0]
-        c1 = torch.zeros(n, dtype=torch.int8)
-        c2 = torch.full((n,), math.nan)
-        guiding_norm = torch.full((n,), math.nan)
+        c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
+        c2 = torch.full((n,), math.nan, device=z.device)
+        guiding_norm = torch.full((n,), math.nan, device=z.device)
         if self.guiding is not None:
-            g_tilde = self.guiding.compute(theta)
-            valid = (flags == 0).to(z.device)
-            c1, c2 = aggregators.similarity(clean, g_tilde)
+            dots, guiding_norm = self.guiding.compare(theta, z)
+            valid = flags == 0
+            c1, c2 = aggregators.similarity(dots, update_norm, guiding_norm)
             c1 = torch.where(valid, c1, torch.zeros_like(c1))
             c2 = torch.where(valid, c2, torch.full_like(c2, math.nan))
-            guiding_norm = torch.linalg.vector_norm(g_tilde, dim=1)
             criteria = aggregators.diversefl_flags(c1, c2, guiding_norm, agg.eps1, agg.eps2)
-            flags = flags | torch.where(valid, criteria, torch.zeros_like(criteria)).cpu()
-        return Screened(clean, flags.cpu(), c1.cpu(), c2.cpu(), guiding_norm.cpu())
+            flags = flags | torch.where(valid, criteria, torch.zeros_like(criteria))
+        return Screened(z, flags, c1, c2, update_norm, guiding_norm)
 
     def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor) -> aggregators.Decision:
+        """The rule's decision; ``byzantine`` (the simulator's ground truth, any device) reaches OracleSGD only."""
         accepted_by_filter = screened.flags == 0 if self.cfg.aggregator.name == "diversefl" else None
-        return aggregators.aggregate(self.cfg.aggregator, screened.clean, theta, ~byzantine, screened.valid,
+        honest = ~byzantine.to(screened.clean.device)
+        return aggregators.aggregate(self.cfg.aggregator, screened.clean, theta, honest, screened.valid,
                                      accepted_by_filter)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__, checkpoint, transport as transport_mod
+from . import __version__, checkpoint, memory, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .byzantine import ByzantineSchedule
 from .config import ConfigError, ExperimentConfig, to_yaml, validate_against_data
@@ -68,54 +68,52 @@ class _Setup:
     clients: GradientClients
     schedule: ByzantineSchedule
     server: Server | None
-    test: tuple[torch.Tensor, torch.Tensor] | None
+    test: tuple[torch.Tensor, torch.Tensor] | None  # uint8 images, labels
+    scaling: datasets.Scaling
 
 
 def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwrite: bool) -> _Setup:
     """Everything a rank needs before round 1; ``overwrite`` also allows an existing ``out`` (always on resume)."""
-    place = resolve(tp.rank, tp.size, tp.local_rank, cfg.clients, cfg.train.device)
+    place = resolve(tp.rank, tp.size, tp.local_rank, cfg.clients, cfg.train.device, cfg.train.deterministic)
     if place.is_server and out.exists() and not overwrite:
         raise ConfigError(f"output {out} already exists; pass --overwrite or choose another --out.")
     ds = datasets.load(cfg.data.dataset, cfg.data.root, cfg.data.download,
                        (cfg.data.synthetic_train, cfg.data.synthetic_test))
     parts = partition(cfg.data.partition, ds.train_y, cfg.clients, cfg.data.alpha, cfg.seed)
     validate_against_data(cfg, [len(p) for p in parts], ds.num_classes)
-    mean, std = ds.channel_stats()
-
-    def scaled(x: torch.Tensor) -> torch.Tensor:
-        return datasets.to_float(x, cfg.data.scale, mean, std).to(place.device)
+    scaling = datasets.Scaling(cfg.data.scale, *ds.channel_stats()).to(place.device)
 
     module = build(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
     initialize(module, cfg.model.init, generator(cfg.seed, Purpose.INIT))
     flat = FlatModel(module.to(place.device))
     theta = flat.flatten()
 
+    batches = [fraction_size(len(p), cfg.train.batch_size, cfg.train.batch_fraction) for p in parts]
     hosted = []
     for j in place.clients:
         idx = torch.from_numpy(parts[j])
-        batch = fraction_size(len(idx), cfg.train.batch_size, cfg.train.batch_fraction)
-        hosted.append(ClientData(j, scaled(ds.train_x[idx]), ds.train_y[idx].to(place.device), batch))
-    clients = make_clients(cfg, flat, hosted, ds.num_classes, theta)
+        hosted.append(ClientData(j, ds.train_x[idx].to(place.device), ds.train_y[idx].to(place.device), batches[j]))
+    clients = make_clients(cfg, flat, hosted, ds.num_classes, theta, max(batches), scaling)
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
     schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
 
     server, test = None, None
     if place.is_server:
         needs_guiding = cfg.aggregator.name == "diversefl" or cfg.aggregator.record_similarity
-        server = Server(cfg, _guiding(cfg, flat, parts, ds, scaled) if needs_guiding else None)
-        test = (scaled(ds.test_x), ds.test_y.to(place.device))
-    return _Setup(place, flat, theta, clients, schedule, server, test)
+        server = Server(cfg, _guiding(cfg, flat, parts, ds, scaling) if needs_guiding else None)
+        test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
+    return _Setup(place, flat, theta, clients, schedule, server, test, scaling)
 
 
 def _guiding(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds: datasets.Dataset,
-             scaled) -> GuidingGradients:  # type: ignore[no-untyped-def]
+             scaling: datasets.Scaling) -> GuidingGradients:
     """The samples M_j^0 each client shares once before training, drawn by the client's own seeded generator."""
     xs, ys = [], []
     for j, p in enumerate(parts):
         s = fraction_size(len(p), cfg.aggregator.sample_size, cfg.aggregator.sample_fraction)
         pick = torch.randperm(len(p), generator=generator(cfg.seed, Purpose.SAMPLE, 0, j))[:s]
         idx = torch.from_numpy(p)[pick]
-        xs.append(scaled(ds.train_x[idx]))
+        xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
         ys.append(ds.train_y[idx].to(xs[-1].device))
     return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
 
@@ -285,11 +283,11 @@ class _RoundLoop:
             block = s.clients.messages(theta, r, byzantine, lr)
             compute = clock.lap("client_compute")
             z = tp.gather(block)
-            seconds = tp.gather_seconds(compute)
+            stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
             clock.lap("gather")
-            if z is not None and seconds is not None:
-                clock.times["client_compute"] = float(seconds.max())
-                theta, record = self._serve(r, z, theta, byzantine, lr, clock)
+            if z is not None and stats is not None:
+                clock.times["client_compute"] = float(stats[:, 0].max())
+                theta, record = self._serve(r, z, theta, byzantine, lr, clock, stats[:, 1:])
                 self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
             stopping = tp.any(stop.requested)
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
@@ -299,8 +297,9 @@ class _RoundLoop:
         return theta
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, lr: float,
-               clock: _Clock) -> tuple[torch.Tensor, RoundRecord]:
-        """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record."""
+               clock: _Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
+        """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
+        rank's [peak RSS, peak GPU memory] in bytes."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
         screened = server.examine(z, theta)
@@ -311,15 +310,13 @@ class _RoundLoop:
         clock.lap("aggregation")
         ev = Evaluation(math.nan, math.nan, math.nan)
         if r % cfg.train.eval_every == 0 or r == cfg.rounds:
-            ev = self.final = evaluate(self.s.flat, theta, *self.s.test, backdoor=self.backdoor)
+            ev = self.final = evaluate(self.s.flat, theta, *self.s.test, self.s.scaling, backdoor=self.backdoor)
         clock.lap("evaluation")
         record = RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(),
-            accepted=decision.accepted.cpu().numpy(), invalid=(~screened.valid).numpy(), flags=screened.flags.numpy(),
-            c1=screened.c1.numpy(), c2=screened.c2.numpy(),
-            update_norm=torch.linalg.vector_norm(z, dim=1).cpu().numpy(), guiding_norm=screened.guiding_norm.numpy(),
-            times=clock.times,
+            accepted=decision.accepted.cpu().numpy(), **screened.record_arrays(), times=clock.times,
+            peak_rss=peaks[:, 0], peak_gpu=peaks[:, 1],
         )
         try:
             self.writer.append(record)

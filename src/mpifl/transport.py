@@ -33,8 +33,8 @@ class LocalTransport:
     def gather(self, block: torch.Tensor) -> torch.Tensor:
         return block
 
-    def gather_seconds(self, seconds: float) -> np.ndarray:
-        return np.array([seconds])
+    def gather_stats(self, stats: np.ndarray) -> np.ndarray:
+        return stats.reshape(1, -1)
 
     def scatter(self, full: torch.Tensor | None, block: torch.Tensor) -> torch.Tensor:
         assert full is not None
@@ -75,49 +75,61 @@ class MpiTransport:
         node.Free()
 
     def configure(self, blocks: list[range], dim: int, device: torch.device) -> None:
-        """Preallocate the wire buffers and fix the Gatherv layout (rank r sends len(blocks[r]) rows of d floats).
+        """Allocate the round's buffers once and fix the Gatherv layout (rank r sends len(blocks[r]) rows of d floats).
 
-        On GPU with CUDA-aware MPI the buffers live on the device and MPI reads them directly; on GPU otherwise they
-        are pinned host memory, so the staging copies are fast DMA transfers.
+        The wire buffers live on the device when MPI reads it directly (CPU, or GPU with CUDA-aware MPI); otherwise
+        they are pinned host memory (fast DMA staging) with device twins, also allocated once. θ and rank 0's [n, d]
+        matrix are handed out as these buffers, not copies, so nothing model-sized is allocated per round.
         """
         on_gpu = device.type == "cuda"
-        self.direct = on_gpu and cuda_aware()
+        self.direct = not on_gpu or cuda_aware()
         where = device if self.direct else torch.device("cpu")
-        pinned = on_gpu and not self.direct
 
         def alloc(*shape: int) -> torch.Tensor:
-            return torch.empty(shape, dtype=torch.float32, device=where, pin_memory=pinned)
+            return torch.empty(shape, dtype=torch.float32, device=where, pin_memory=not self.direct)
+
+        def twin(wire: torch.Tensor) -> torch.Tensor:
+            return wire if self.direct else torch.empty(wire.shape, dtype=wire.dtype, device=device)
 
         self.counts = np.array([len(b) * dim for b in blocks], dtype=np.int64)
         self.displs = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self.theta = alloc(dim)
+        self.theta_dev = twin(self.theta)
         self.send = alloc(len(blocks[self.rank]), dim)
         self.recv = alloc(sum(len(b) for b in blocks), dim) if self.rank == 0 else None
+        self.recv_dev = twin(self.recv) if self.recv is not None else None
 
     def _wire(self, t: torch.Tensor):  # type: ignore[no-untyped-def]
         """What mpi4py is handed: the device tensor itself (CUDA-aware) or a zero-copy numpy view."""
-        return [t if self.direct else t.numpy(), self.MPI.FLOAT]
+        return [t if self.direct and t.device.type == "cuda" else t.numpy(), self.MPI.FLOAT]
 
     def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
+        """θ on every rank, as this rank's θ buffer (overwritten by the next broadcast)."""
         if self.rank == 0:
             self.theta.copy_(theta)
         self.comm.Bcast(self._wire(self.theta), root=0)
-        return self.theta.to(theta.device, copy=True)
+        if self.theta_dev is not self.theta:
+            self.theta_dev.copy_(self.theta)
+        return self.theta_dev
 
     def gather(self, block: torch.Tensor) -> torch.Tensor | None:
+        """Rank 0: the [n, d] matrix in client order, as its receive buffer (overwritten next round); else None."""
         self.send.copy_(block)
         if self.rank == 0:
-            assert self.recv is not None
+            assert self.recv is not None and self.recv_dev is not None
             buf, mpi_type = self._wire(self.recv)
             self.comm.Gatherv(self._wire(self.send), [buf, (self.counts, self.displs), mpi_type], root=0)
-            return self.recv.to(block.device, copy=True)
+            if self.recv_dev is not self.recv:
+                self.recv_dev.copy_(self.recv)
+            return self.recv_dev
         self.comm.Gatherv(self._wire(self.send), None, root=0)
         return None
 
-    def gather_seconds(self, seconds: float) -> np.ndarray | None:
-        """Every rank's compute time for the round, at rank 0 (a float64 buffer, not a pickled object)."""
-        send = np.array([seconds], dtype=np.float64)
-        recv = np.empty(self.size, dtype=np.float64) if self.rank == 0 else None
+    def gather_stats(self, stats: np.ndarray) -> np.ndarray | None:
+        """Every rank's float64 statistics of the round (compute time, peak memory) as [P, k] at rank 0 (raw buffers,
+        not pickled objects)."""
+        send = np.ascontiguousarray(stats, dtype=np.float64)
+        recv = np.empty((self.size, send.size), dtype=np.float64) if self.rank == 0 else None
         self.comm.Gather([send, self.MPI.DOUBLE], [recv, self.MPI.DOUBLE] if recv is not None else None, root=0)
         return recv
 

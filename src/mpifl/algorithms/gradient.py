@@ -8,6 +8,7 @@ import torch
 
 from ..attacks import forge, poison_labels
 from ..config import ExperimentConfig
+from ..data.datasets import Scaling
 from ..gradients import batched_grads, stack_padded
 from ..models import FlatModel
 from ..rng import Purpose, generator
@@ -15,7 +16,7 @@ from ..rng import Purpose, generator
 
 @dataclass(frozen=True)
 class ClientData:
-    """One client's local training set, already scaled, on the hosting rank's device."""
+    """One client's local training set as stored (uint8 images), on the hosting rank's device."""
 
     client: int
     x: torch.Tensor
@@ -27,22 +28,26 @@ class GradientClients:
     """A block of consecutive clients hosted by one rank; their gradients are computed in one batched call."""
 
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor) -> None:
+                 theta0: torch.Tensor, batch_length: int,
+                 scaling: Scaling) -> None:
         self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
         self.ids = [c.client for c in clients]
+        self.batch_length, self.scaling = batch_length, scaling
+        self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
 
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = generator(self.cfg.seed, Purpose.BATCH, round_, c.client)
         idx = torch.randperm(len(c.y), generator=g)[: c.batch_size].to(c.y.device)
-        return c.x[idx], c.y[idx]
+        return self.scaling(c.x[idx]), c.y[idx]
 
     def gradients(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
-        """[k, d] mini-batch gradients of the hosted clients; Byzantine ones on poisoned labels.
+        """[k, d] mini-batch gradients of the hosted clients; Byzantine ones on poisoned labels, in the rank's update
+        block (overwritten every call).
 
         ``theta`` is [d], or [k, d] for per-client models; ``byzantine`` is the full [n] ground-truth mask.
         """
         if not self.clients:  # the server rank of a multi-rank job hosts nobody
-            return theta.new_zeros((0, self.flat.dim))
+            return self.out
         xs, ys = [], []
         for c in self.clients:
             x, y = self._batch(c, round_)
@@ -50,8 +55,8 @@ class GradientClients:
                 y = poison_labels(y, self.cfg.attack, self.num_classes)
             xs.append(x)
             ys.append(y)
-        x, y, w = stack_padded(xs, ys)
-        return batched_grads(self.flat, theta, x, y, w, self.cfg.train.client_chunk)
+        x, y, w = stack_padded(xs, ys, self.batch_length)
+        return batched_grads(self.flat, theta, x, y, w, self.cfg.train.client_chunk, self.out)
 
     def _forge_rows(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
         for row, j in enumerate(self.ids):

@@ -9,14 +9,16 @@ from __future__ import annotations
 import torch
 
 from ..config import ExperimentConfig
+from ..data.datasets import Scaling
 from ..models import FlatModel
 from .gradient import ClientData, GradientClients
 
 
 class RsaClients(GradientClients):
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor) -> None:
-        super().__init__(cfg, flat, clients, num_classes, theta0)
+                 theta0: torch.Tensor, batch_length: int,
+                 scaling: Scaling) -> None:
+        super().__init__(cfg, flat, clients, num_classes, theta0, batch_length, scaling)
         self.models = theta0.unsqueeze(0).repeat(len(clients), 1)
 
     def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:

@@ -1,19 +1,24 @@
 """Image datasets as uint8 tensors, read from a torchvision-layout data root.
 
-Images stay uint8 until a rank has picked the clients it hosts (see :func:`to_float`), so 21 ranks do not each hold a
-float copy of CIFAR. MNIST and Fashion-MNIST are read by torchvision; CIFAR is read here from the python-pickle
-batches because torchvision insists on the official MD5s, which rules out the small synthetic files tests write.
+Memory follows ownership: MNIST and Fashion-MNIST images are memory-mapped from their IDX files, so a rank's resident
+memory holds only the rows it indexes (its clients' shards, rank 0's test set and DiverseFL samples), and images
+stay uint8 until a rank has picked them (see :func:`to_float`). torchvision is imported only to download; reading it
+would cost every rank 170 MB of resident memory for nothing. CIFAR is read here from the python-pickle batches because
+torchvision insists on the official MD5s, which rules out the small synthetic files tests write.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import pickle
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import safe_pickle
 
 DATA_ROOT_ENV = "MPIFL_DATA_ROOT"
 
@@ -44,11 +49,22 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
-    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the training images in [0, 1], for ``scale: standardize``."""
-        x = self.train_x.to(torch.float64) / 255.0
-        dims = (0, 2, 3)
-        return x.mean(dims).float(), x.std(dims).float()
+    def channel_stats(self, rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and (unbiased) std of the training images in [0, 1], for ``scale: standardize``.
+
+        Exact integer sums of the uint8 pixels, ``rows`` images at a time: a float64 copy of the training set would
+        be 376 MB on MNIST on every rank, and the sums are exact, so the result does not depend on the chunking.
+        """
+        total = torch.zeros(self.train_x.shape[1], dtype=torch.int64)
+        squares = torch.zeros_like(total)
+        for start in range(0, len(self.train_x), rows):
+            x = self.train_x[start: start + rows].to(torch.int64)
+            total += x.sum((0, 2, 3))
+            squares += (x * x).sum((0, 2, 3))
+        count = self.train_x.shape[0] * self.train_x.shape[2] * self.train_x.shape[3]
+        mean = total.double() / count
+        var = (squares.double() - total.double() * mean) / (count - 1)
+        return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
@@ -57,14 +73,36 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
 
 
 def to_float(x: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images → float32 model inputs in the configured scale (NOTES.md: Fig. 2 uses raw 0..255)."""
+    """uint8 images → float32 model inputs in the configured scale (NOTES.md: Fig. 2 uses raw 0..255).
+
+    In place on the one float copy: temporaries of a client's whole shard would outlive the call in the allocator.
+    """
     xf = x.to(torch.float32)
     if scale == "raw":
         return xf
-    xf = xf / 255.0
+    xf.div_(255.0)
     if scale == "unit":
         return xf
-    return (xf - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return xf.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The configured input scaling with its statistics on one device, applied where a batch is drawn.
+
+    Ranks keep images as uint8 and scale each mini-batch (or evaluation chunk) when it is used: a quarter of the
+    memory of float shards, and the same numbers, since the scaling is elementwise.
+    """
+
+    scale: str
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def to(self, device: torch.device) -> Scaling:
+        return Scaling(self.scale, self.mean.to(device), self.std.to(device))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return to_float(x, self.scale, self.mean, self.std)
 
 
 def load(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
@@ -87,12 +125,12 @@ def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -
 
 
 def _load_idx(name: str, root: Path, download: bool) -> Dataset:
-    from torchvision import datasets
-
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     raw = root / _IDX_FOLDERS[name] / "raw"
     missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
     if missing and download:
+        from torchvision import datasets
+
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
         try:
             cls(str(root), train=True, download=True)
         except Exception:  # noqa: BLE001 - any network failure means "not available", reported below
@@ -100,13 +138,32 @@ def _load_idx(name: str, root: Path, download: bool) -> Dataset:
         missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
     if missing:
         raise _missing_error(name, root, missing, download)
-    try:
-        train = cls(str(root), train=True, download=False)
-        test = cls(str(root), train=False, download=False)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign IDX file
-        raise DataError(f"{name} files under {raw} cannot be read ({exc}); delete them and fetch again.") from None
-    return Dataset(name, train.data.unsqueeze(1).contiguous(), train.targets.long(),
-                   test.data.unsqueeze(1).contiguous(), test.targets.long(), 10)
+    train_x, train_y, test_x, test_y = (read_idx(raw / f) for f in MNIST_FILES)
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y) or train_x.ndim != 3 or test_x.ndim != 3:
+        raise DataError(f"{name} files under {raw} do not fit together (image and label counts or shapes differ); "
+                        "delete them and fetch again.")
+    return Dataset(name, torch.from_numpy(train_x).unsqueeze(1), torch.from_numpy(train_y.astype(np.int64)),
+                   torch.from_numpy(test_x).unsqueeze(1), torch.from_numpy(test_y.astype(np.int64)), 10)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """A uint8 IDX file (LeCun's format) as a copy-on-write memory map: pages are read when a row is first indexed."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if len(head) < 4 or head[:3] != b"\0\0\x08" or not 1 <= head[3] <= 4:
+            raise DataError(f"{path} is not a uint8 IDX file (header {head.hex() or 'empty'}); delete it and fetch "
+                            "again.")
+        ndim = head[3]
+        dims_raw = fh.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header; delete it and fetch again.")
+    shape = struct.unpack(f">{ndim}I", dims_raw)
+    offset = 4 + 4 * ndim
+    if size != offset + math.prod(shape):
+        raise DataError(f"{path} holds {size - offset} bytes of data; its header promises {math.prod(shape)} "
+                        f"{'x'.join(map(str, shape))}. Delete it and fetch again.")
+    return np.memmap(path, dtype=np.uint8, mode="c", offset=offset, shape=shape)
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
@@ -131,13 +188,16 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
 
 
 def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR's python-pickle batches with the restricted unpickler: local files may hold arrays, never code."""
     xs, ys = [], []
     for f in files:
         try:
             with open(f, "rb") as fh:
-                entry = pickle.load(fh, encoding="bytes")  # the CIFAR format itself; user-provided local files
+                entry = safe_pickle.load(fh, source=str(f), encoding="bytes")
             xs.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(entry[label_key], dtype=np.int64))
+        except safe_pickle.UnsafePickleError as exc:
+            raise DataError(f"{exc}; not a CIFAR batch file, delete it and fetch again.") from None
         except Exception as exc:  # noqa: BLE001 - truncated or foreign file
             raise DataError(f"{f} is not a CIFAR batch file ({exc}); delete it and fetch again.") from None
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
