@@ -55,7 +55,8 @@ def main() -> None:
             packed = stack_padded(xs, ys)
             loop_ms = timed(lambda: loop_grads(flat, theta, xs, ys), args.repeat)
             vmap_ms = timed(lambda: batched_grads(flat, theta, *packed, args.clients), args.repeat)
-            diff = float((loop_grads(flat, theta, xs, ys) - batched_grads(flat, theta, *packed, args.clients)).abs().max())
+            batched = batched_grads(flat, theta, *packed, args.clients)
+            diff = float((loop_grads(flat, theta, xs, ys) - batched).abs().max())
             print(f"| {name} | {s} | {loop_ms:.1f} | {vmap_ms:.1f} | {loop_ms / vmap_ms:.2f} | {diff:.1e} |")
 
 

@@ -18,12 +18,12 @@ FAULT = sys.argv.pop(1)
 honest_messages = GradientClients.messages
 
 
-def faulty_messages(self, theta, round_, byzantine, lr):  # type: ignore[no-untyped-def]
+def faulty_messages(self, theta, round_, byzantine, lr, sampled=None):  # type: ignore[no-untyped-def]
     if round_ == 4 and FAULT == "raise":
         raise RuntimeError("injected client failure in round 4")
     if round_ == 4 and FAULT == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
-    return honest_messages(self, theta, round_, byzantine, lr)
+    return honest_messages(self, theta, round_, byzantine, lr, sampled)
 
 
 def no_pickle(*args, **kwargs):  # type: ignore[no-untyped-def]

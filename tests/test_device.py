@@ -18,9 +18,9 @@ from .conftest import small_config
 SRC = Path(__file__).resolve().parents[1] / "src" / "mpifl"
 FACTORIES = {"zeros", "ones", "full", "empty", "tensor", "as_tensor", "arange", "linspace", "eye", "rand", "randn",
              "randint", "randperm"}
-# Host-side by design: the ground-truth Byzantine masks (the same on every rank, never on a device) and datasets
-# before a rank has picked and placed its rows.
-HOST_MODULES = {"byzantine.py", "data/datasets.py", "data/partition.py"}
+# Host-side by design: the ground-truth Byzantine and participation masks (the same on every rank, moved where they
+# are used) and datasets before a rank has picked and placed its rows.
+HOST_MODULES = {"byzantine.py", "participation.py", "data/datasets.py", "data/partition.py"}
 
 
 def deviceless_factories(path: Path, root: Path = SRC) -> list[str]:
@@ -49,7 +49,8 @@ def test_the_check_finds_a_deviceless_tensor(tmp_path: Path):
 
 
 class Guiding:
-    def compare(self, theta: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compare(self, theta: torch.Tensor, z: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         g = theta.expand_as(z)
         return (g * z).sum(dim=1), torch.linalg.vector_norm(g, dim=1)
 

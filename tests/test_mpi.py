@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpifl.config import from_tree
 from mpifl.screening import NON_FINITE
 from mpifl.train import run
 
@@ -40,6 +41,18 @@ def test_mpi_run_equals_single_process_run(tmp_path: Path, single: Path, ranks: 
         np.testing.assert_allclose(a["clients/c2"][:], b["clients/c2"][:], rtol=1e-5)
         np.testing.assert_allclose(a["model/theta"][:], b["model/theta"][:], rtol=1e-5, atol=1e-6)
         assert b["model/round"][0] == 6
+
+
+def test_sampled_clients_per_round_under_mpi_equal_single_process(tmp_path: Path):
+    tree = small_tree(clients=6, rounds=4, train={"clients_per_round": 4})
+    single = run(from_tree(tree), tmp_path / "single.h5", progress=None)
+    done = mpirun(train_cmd(4, write_config(tmp_path, tree), tmp_path / "mpi.h5"))  # blocks of 2+2+2 clients
+    assert done.returncode == 0, done.stderr[-3000:]
+    with h5py.File(tmp_path / "single.h5") as a, h5py.File(tmp_path / "mpi.h5") as b:
+        for name in ("clients/sampled", "clients/accepted", "clients/flags"):
+            assert np.array_equal(a[name][:], b[name][:]), name
+        assert a["clients/sampled"][:].sum() == 16
+        np.testing.assert_allclose(b["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_rsa_client_models_live_on_client_ranks(tmp_path: Path):

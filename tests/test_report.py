@@ -83,7 +83,8 @@ def write_crafted(path: Path, byzantine: np.ndarray, accepted: np.ndarray, finis
     cfg = small_config()
     writer = RunWriter.create(path, 4, 1, 3, to_yaml(cfg), "test")
     for r, (b, a) in enumerate(zip(byzantine, accepted), start=1):
-        writer.append(RoundRecord(r, 0.1, True, 0.5, 1.0, math.nan, b, a, np.zeros(4, bool), (~a).astype(np.uint8),
+        writer.append(RoundRecord(r, 0.1, True, 0.5, 1.0, math.nan, b, np.ones(4, bool), a, np.zeros(4, bool),
+                                  (~a).astype(np.uint8),
                                   np.ones(4, np.int8), np.ones(4, np.float32), np.ones(4, np.float32),
                                   np.ones(4, np.float32), {"gather": 0.5}))
     if finish:

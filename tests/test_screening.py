@@ -42,7 +42,8 @@ class FixedGuiding:
     def __init__(self, g: torch.Tensor) -> None:
         self.g = g
 
-    def compare(self, theta: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compare(self, theta: torch.Tensor, z: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.g * z).sum(dim=1), torch.linalg.vector_norm(self.g, dim=1)
 
 

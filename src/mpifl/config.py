@@ -115,6 +115,7 @@ class TrainConfig:
     device: str = "auto"
     client_chunk: int = 4  # clients per batched gradient call, the same on every rank (mpifl.gradients)
     deterministic: bool = True  # GPU: no cuDNN autotuning, deterministic kernels (mpifl.placement.pin_kernels)
+    clients_per_round: int | None = None  # cross-device FL: m of the n clients take part each round; None = all
 
     def __post_init__(self) -> None:
         _exactly_one("train", "batch_size", self.batch_size, "batch_fraction", self.batch_fraction)
@@ -122,6 +123,8 @@ class TrainConfig:
         _positive("train.eval_every", self.eval_every)
         _choice("train.device", self.device, DEVICES)
         _positive("train.client_chunk", self.client_chunk)
+        if self.clients_per_round is not None:
+            _positive("train.clients_per_round", self.clients_per_round)
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,12 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"byzantine.clients={byz.clients} must be distinct client ids in 0..{n - 1}.")
     if cfg.attack.name == "backdoor" and cfg.attack.source == cfg.attack.target:
         raise ConfigError("attack.source and attack.target must differ for a backdoor.")
+    m = cfg.train.clients_per_round
+    if m is not None and m > n:
+        raise ConfigError(f"train.clients_per_round={m} exceeds clients={n}.")
+    if m is not None and cfg.aggregator.name == "rsa":
+        raise ConfigError("train.clients_per_round needs every client every round under aggregator.name=rsa (its "
+                          "clients update their model copies each round); leave it null.")
     if cfg.train.lr.warmup_rounds and cfg.train.lr.schedule != "step":
         raise ConfigError("train.lr.warmup_rounds needs train.lr.schedule=step.")
 

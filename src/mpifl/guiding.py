@@ -20,13 +20,17 @@ class GuidingGradients:
         self.flat, self.chunk = flat, chunk
         self.x, self.y, self.w = stack_padded(xs, ys)
 
-    def compare(self, theta: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(g~_j · z_j, ||g~_j||) for every client j, each [n] float32 on z's device."""
+    def compare(self, theta: torch.Tensor, z: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
+        None) and NaN for the others, whose guiding gradients are not computed."""
         n = self.x.shape[0]
-        dots = torch.empty(n, dtype=torch.float32, device=z.device)
-        norms = torch.empty_like(dots)
-        for part in chunks(n, self.chunk):
-            g = batched_grads(self.flat, theta, self.x[part], self.y[part], self.w[part], self.chunk)
-            dots[part] = (g * z[part]).sum(dim=1)
-            norms[part] = torch.linalg.vector_norm(g, dim=1)
+        dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)
+        norms = torch.full_like(dots, float("nan"))
+        picked = torch.arange(n, device=z.device) if rows is None else rows.nonzero().flatten()
+        for part in chunks(len(picked), self.chunk):
+            j = picked[part]
+            g = batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
+            dots[j] = (g * z[j]).sum(dim=1)
+            norms[j] = torch.linalg.vector_norm(g, dim=1)
         return dots, norms

@@ -41,6 +41,7 @@ class Run:
     accuracy: np.ndarray
     backdoor: np.ndarray
     byzantine: np.ndarray
+    sampled: np.ndarray  # [R, n] the client took part in the round (train.clients_per_round)
     accepted: np.ndarray
     c1: np.ndarray
     c2: np.ndarray
@@ -86,7 +87,8 @@ def load_run(path: str | Path) -> Run:
         if problem is not None:
             raise ReportError(f"{path}: {problem}.")
         try:
-            names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/accepted",
+            names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/sampled",
+                     "clients/accepted",
                      "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES),
                      "ranks/peak_rss", "ranks/peak_gpu"]
             rows = complete_rows(f)
@@ -97,7 +99,8 @@ def load_run(path: str | Path) -> Run:
         except (KeyError, OSError) as exc:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
     return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
-               data["clients/byzantine"], data["clients/accepted"], data["clients/c1"], data["clients/c2"],
+               data["clients/byzantine"], data["clients/sampled"], data["clients/accepted"], data["clients/c1"],
+               data["clients/c2"],
                data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks,
                data["ranks/peak_rss"], data["ranks/peak_gpu"])
 
@@ -171,10 +174,11 @@ def detection_rates(run: Run) -> tuple[float, float]:
     """
     if run.rule not in FILTERING_RULES:
         return math.nan, math.nan
-    flagged = ~run.accepted
-    byz = run.byzantine
+    flagged = ~run.accepted & run.sampled  # clients that did not take part were not judged
+    byz = run.byzantine & run.sampled
+    honest = ~run.byzantine & run.sampled
     tpr = float((flagged & byz).sum() / byz.sum()) if byz.any() else math.nan
-    fpr = float((flagged & ~byz).sum() / (~byz).sum()) if (~byz).any() else math.nan
+    fpr = float((flagged & honest).sum() / honest.sum()) if honest.any() else math.nan
     return tpr, fpr
 
 

@@ -21,6 +21,7 @@ class Purpose(enum.IntEnum):
     BYZANTINE = 5
     NOISE = 6
     ATTACK = 7
+    PARTICIPATION = 8
 
 
 def seed_for(seed: int, purpose: Purpose, round_: int = 0, client: int = 0) -> int:

@@ -14,9 +14,11 @@ LENGTH = 2  # DiverseFL condition 2 failed: C2 = ||z|| / ||g~|| outside (eps1, e
 NON_FINITE = 4  # the update holds NaN or +-Inf
 NORM_BOUND = 8  # ||z|| > aggregator.max_norm
 ZERO_GUIDING = 16  # ||g~|| = 0: C2 undefined
+NOT_SAMPLED = 32  # the client did not take part in the round (train.clients_per_round)
 REASONS = {DIRECTION: "direction", LENGTH: "length", NON_FINITE: "non_finite", NORM_BOUND: "norm_bound",
-           ZERO_GUIDING: "zero_guiding"}
-INVALID = NON_FINITE | NORM_BOUND
+           ZERO_GUIDING: "zero_guiding", NOT_SAMPLED: "not_sampled"}
+INVALID = NON_FINITE | NORM_BOUND  # what screening rejects
+EXCLUDED = INVALID | NOT_SAMPLED  # rows no rule ever sees
 
 
 def row_bands(z: torch.Tensor, elements: int = 1 << 24) -> list[slice]:
@@ -34,16 +36,20 @@ def row_norms(z: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tens
     return out
 
 
-def screen(z: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """Flags [n] uint8 with NON_FINITE / NORM_BOUND bits; the invalid rows of ``z`` are zeroed in place.
+def screen(z: torch.Tensor, max_norm: float, sampled: torch.Tensor | None = None) -> torch.Tensor:
+    """Flags [n] uint8 with NON_FINITE / NORM_BOUND bits (and NOT_SAMPLED for rows outside ``sampled``, whose
+    content is ignored); the excluded rows of ``z`` are zeroed in place.
 
     Zeroing lets similarity and norm computations run on every row without NaN propagating; rules only ever see the
     valid rows. In place because ``z`` is the round's receive buffer: a copy would double rank 0's largest array.
     """
-    finite = torch.isfinite(z).all(dim=1)
-    z[~finite] = 0.0
-    norms = row_norms(z, torch.float64)  # float64: 1e30-sized entries must not overflow to inf
+    # One float64 pass: squares of float32 entries cannot overflow there, so a row's norm is finite exactly when all
+    # its entries are (inf and NaN propagate), and 1e30-sized entries still count against max_norm.
+    norms = row_norms(z, torch.float64)
+    finite = torch.isfinite(norms)
     bounded = norms <= max_norm
     flags = (~finite).to(torch.uint8) * NON_FINITE | (finite & ~bounded).to(torch.uint8) * NORM_BOUND
+    if sampled is not None:
+        flags = torch.where(sampled, flags, torch.full_like(flags, NOT_SAMPLED))
     z[flags != 0] = 0.0
     return flags

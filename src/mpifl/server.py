@@ -15,7 +15,7 @@ import torch
 from . import aggregators
 from .config import ExperimentConfig
 from .guiding import GuidingGradients
-from .screening import INVALID, row_norms, screen
+from .screening import EXCLUDED, INVALID, row_norms, screen
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class Screened:
 
     @property
     def valid(self) -> torch.Tensor:
-        return (self.flags & INVALID) == 0
+        """Rows a rule may see: they passed screening and their client took part in the round."""
+        return (self.flags & EXCLUDED) == 0
 
     def record_arrays(self) -> dict[str, np.ndarray]:
         """The per-client arrays the HDF5 record keeps, moved off the device in one place."""
-        return {"invalid": (~self.valid).cpu().numpy(), "flags": self.flags.cpu().numpy(),
+        return {"invalid": ((self.flags & INVALID) != 0).cpu().numpy(), "flags": self.flags.cpu().numpy(),
                 "c1": self.c1.cpu().numpy(), "c2": self.c2.cpu().numpy(),
                 "update_norm": self.update_norm.cpu().numpy(), "guiding_norm": self.guiding_norm.cpu().numpy()}
 
@@ -44,20 +45,23 @@ class Server:
     def __init__(self, cfg: ExperimentConfig, guiding: GuidingGradients | None) -> None:
         self.cfg, self.guiding = cfg, guiding
 
-    def examine(self, z: torch.Tensor, theta: torch.Tensor) -> Screened:
+    def examine(self, z: torch.Tensor, theta: torch.Tensor, sampled: torch.Tensor | None = None) -> Screened:
         """Validity checks for every rule; then, for DiverseFL (or ``record_similarity``), C1, C2 and their flags.
 
-        ``z`` is screened in place (invalid rows zeroed).
+        ``z`` is screened in place (excluded rows zeroed); ``sampled`` ([n] bool, None: everyone) says which clients
+        took part in the round: the others are excluded, and their guiding gradients are not computed.
         """
         agg = self.cfg.aggregator
         update_norm = row_norms(z)
-        flags = screen(z, agg.max_norm)
+        if sampled is not None:
+            sampled = sampled.to(z.device)
+        flags = screen(z, agg.max_norm, sampled)
         n = z.shape[0]
         c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
         c2 = torch.full((n,), math.nan, device=z.device)
         guiding_norm = torch.full((n,), math.nan, device=z.device)
         if self.guiding is not None:
-            dots, guiding_norm = self.guiding.compare(theta, z)
+            dots, guiding_norm = self.guiding.compare(theta, z, sampled)
             valid = flags == 0
             c1, c2 = aggregators.similarity(dots, update_norm, guiding_norm)
             c1 = torch.where(valid, c1, torch.zeros_like(c1))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__, checkpoint, memory, transport as transport_mod
+from . import __version__, checkpoint, memory, participation, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .byzantine import ByzantineSchedule
 from .config import ConfigError, ExperimentConfig, to_yaml, validate_against_data
@@ -280,14 +280,15 @@ class _RoundLoop:
             clock.lap("broadcast")
             lr = learning_rate(cfg.train.lr, r)
             byzantine = s.schedule.mask(r)
-            block = s.clients.messages(theta, r, byzantine, lr)
+            sampled = participation.sampled(cfg.seed, cfg.clients, cfg.train.clients_per_round, r)
+            block = s.clients.messages(theta, r, byzantine, lr, sampled)
             compute = clock.lap("client_compute")
             z = tp.gather(block)
             stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
             clock.lap("gather")
             if z is not None and stats is not None:
                 clock.times["client_compute"] = float(stats[:, 0].max())
-                theta, record = self._serve(r, z, theta, byzantine, lr, clock, stats[:, 1:])
+                theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
                 self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
             stopping = tp.any(stop.requested)
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
@@ -296,13 +297,13 @@ class _RoundLoop:
                 raise Preempted(r, self.out, tp.rank)
         return theta
 
-    def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, lr: float,
-               clock: _Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
+    def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
+               lr: float, clock: _Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
         rank's [peak RSS, peak GPU memory] in bytes."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
-        screened = server.examine(z, theta)
+        screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None)
         clock.lap("guiding")
         decision = server.decide(screened, theta, byzantine)
         if decision.direction is not None:
@@ -314,7 +315,7 @@ class _RoundLoop:
         clock.lap("evaluation")
         record = RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
-            backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(),
+            backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(), sampled=sampled.numpy(),
             accepted=decision.accepted.cpu().numpy(), **screened.record_arrays(), times=clock.times,
             peak_rss=peaks[:, 0], peak_gpu=peaks[:, 1],
         )
@@ -329,7 +330,8 @@ class _RoundLoop:
         r = record.round
         if self.progress is None or not (r % self.cfg.output.progress_every == 0 or r == self.cfg.rounds):
             return
-        flagged = int((~record.accepted).sum())
+        flagged = int((~record.accepted & record.sampled).sum())
         print(f"[mpifl] round {r}/{self.cfg.rounds}  acc {self.final.accuracy:.4f}  flagged {flagged}/"
-              f"{self.cfg.clients}  byzantine {int(record.byzantine.sum())}  {rate:.2f} rounds/s",
+              f"{int(record.sampled.sum())}  byzantine {int((record.byzantine & record.sampled).sum())}  "
+              f"{rate:.2f} rounds/s",
               file=self.progress, flush=True)

@@ -12,8 +12,7 @@ from .rsa import RsaClients
 
 
 def make_clients(cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor, batch_length: int,
-                 scaling: Scaling) -> GradientClients:
+                 theta0: torch.Tensor, batch_length: int, scaling: Scaling) -> GradientClients:
     """The block of clients a rank hosts, of the kind the configured rule needs; ``batch_length`` is the longest
     mini-batch of any client (every rank pads to it, see :mod:`mpifl.gradients`); ``scaling`` turns a batch of stored
     uint8 images into model inputs."""

@@ -28,8 +28,7 @@ class GradientClients:
     """A block of consecutive clients hosted by one rank; their gradients are computed in one batched call."""
 
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor, batch_length: int,
-                 scaling: Scaling) -> None:
+                 theta0: torch.Tensor, batch_length: int, scaling: Scaling) -> None:
         self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
         self.ids = [c.client for c in clients]
         self.batch_length, self.scaling = batch_length, scaling
@@ -40,44 +39,54 @@ class GradientClients:
         idx = torch.randperm(len(c.y), generator=g)[: c.batch_size].to(c.y.device)
         return self.scaling(c.x[idx]), c.y[idx]
 
-    def gradients(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
+    def gradients(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor,
+                  sampled: torch.Tensor | None = None) -> torch.Tensor:
         """[k, d] mini-batch gradients of the hosted clients; Byzantine ones on poisoned labels, in the rank's update
-        block (overwritten every call).
+        block (overwritten every call). Clients outside ``sampled`` ([n] bool; None: all) compute nothing: zero rows.
 
         ``theta`` is [d], or [k, d] for per-client models; ``byzantine`` is the full [n] ground-truth mask.
         """
-        if not self.clients:  # the server rank of a multi-rank job hosts nobody
-            return self.out
+        rows = [row for row, j in enumerate(self.ids) if sampled is None or sampled[j]]
+        if not rows:  # the server rank of a multi-rank job hosts nobody; or none of this rank's clients take part
+            return self.out.zero_()
         xs, ys = [], []
-        for c in self.clients:
+        for row in rows:
+            c = self.clients[row]
             x, y = self._batch(c, round_)
             if byzantine[c.client]:
                 y = poison_labels(y, self.cfg.attack, self.num_classes)
             xs.append(x)
             ys.append(y)
         x, y, w = stack_padded(xs, ys, self.batch_length)
-        return batched_grads(self.flat, theta, x, y, w, self.cfg.train.client_chunk, self.out)
+        chunk = self.cfg.train.client_chunk
+        if len(rows) == len(self.ids):
+            return batched_grads(self.flat, theta, x, y, w, chunk, self.out)
+        self.out.zero_()
+        self.out[rows] = batched_grads(self.flat, theta, x, y, w, chunk)
+        return self.out
 
-    def _forge_rows(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor) -> torch.Tensor:
+    def _forge_rows(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor,
+                    sampled: torch.Tensor | None = None) -> torch.Tensor:
         for row, j in enumerate(self.ids):
-            if byzantine[j]:
+            if byzantine[j] and (sampled is None or sampled[j]):
                 z[row] = forge(z[row], self.cfg.attack, self.cfg.seed, round_, j)
         return z
 
-    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:
-        """The [k, d] float32 block this rank uploads in round ``round_``.
+    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float,
+                 sampled: torch.Tensor | None = None) -> torch.Tensor:
+        """The [k, d] float32 block this rank uploads in round ``round_``; zero rows for clients outside ``sampled``.
 
         Under Noisy Median honest clients add N(0, sigma²) noise before upload [11]; Byzantine clients send what the
         attack makes of their noiseless update (NOTES.md).
         """
-        z = self.gradients(theta, round_, byzantine)
+        z = self.gradients(theta, round_, byzantine, sampled)
         if self.cfg.aggregator.name == "noisy_median":
             sigma = self.cfg.aggregator.sigma
             for row, j in enumerate(self.ids):
-                if not byzantine[j]:
+                if not byzantine[j] and (sampled is None or sampled[j]):
                     noise = torch.randn(z.shape[1], generator=generator(self.cfg.seed, Purpose.NOISE, round_, j))
                     z[row] += sigma * noise.to(z.device)
-        return self._forge_rows(z, round_, byzantine).contiguous()
+        return self._forge_rows(z, round_, byzantine, sampled).contiguous()
 
     def checkpoint_state(self) -> torch.Tensor | None:
         """The [k, d] per-client state a checkpoint must keep (gradient clients keep none)."""

@@ -16,15 +16,16 @@ from .gradient import ClientData, GradientClients
 
 class RsaClients(GradientClients):
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor, batch_length: int,
-                 scaling: Scaling) -> None:
+                 theta0: torch.Tensor, batch_length: int, scaling: Scaling) -> None:
         super().__init__(cfg, flat, clients, num_classes, theta0, batch_length, scaling)
         self.models = theta0.unsqueeze(0).repeat(len(clients), 1)
 
-    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float) -> torch.Tensor:
+    def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float,
+                 sampled: torch.Tensor | None = None) -> torch.Tensor:
         """Upload theta_j^{r−1} (forged for Byzantine clients), then
         theta_j^r = theta_j^{r−1}
                     − mu_r ( (1/(n m)) sum_k grad l(theta_j^{r−1}) + delta sign(theta_j^{r−1} − theta_M^{r−1}) ).
+        Every client takes part every round (the config refuses ``train.clients_per_round`` with RSA).
         """
         upload = self._forge_rows(self.models.clone(), round_, byzantine).contiguous()
         grads = self.gradients(self.models, round_, byzantine) / self.cfg.clients
