@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mpifl import aggregators as agg
-from mpifl.config import AggregatorConfig
+from mpifl import rules
+from mpifl.config import AggregatorConfig, step_params
 from mpifl.screening import DIRECTION, LENGTH, ZERO_GUIDING
 
 Z = torch.tensor([[1.0, 10.0], [2.0, -4.0], [7.0, 0.0], [3.0, 2.0]])
@@ -75,17 +76,28 @@ def test_zero_guiding_gradient_is_flagged_explicitly():
     assert accept(c1, c2, torch.zeros(2)) == [False, False]
 
 
+def decide(name: str, z: torch.Tensor, usable: torch.Tensor, byzantine: torch.Tensor | None = None,
+           **fields: object) -> rules.Decision:
+    """One round of the registered rule ``name`` on ``z`` (``usable`` rows: screening and filter already applied)."""
+    cfg = AggregatorConfig(name=name, **fields)
+    cls = rules.get("rule", name)
+    rule = cls(step_params(cfg, cls), len(z))
+    return rule.aggregate(rules.RoundView(z, usable, torch.zeros(z.shape[1]), 1, 0, None,
+                                          byzantine if cls.needs_truth else None))
+
+
 def test_diversefl_averages_only_accepted_and_returns_none_when_nobody_is():
     accepted = torch.tensor([True, False, True, False])
-    decision = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), ALL, ALL, accepted)
+    decision = decide("diversefl", Z, accepted)
     assert torch.equal(decision.direction, torch.tensor([4.0, 5.0]))
-    nobody = agg.aggregate(AggregatorConfig(), Z, torch.zeros(2), ALL, ALL, torch.zeros(4, dtype=torch.bool))
+    assert decision.weight.tolist() == [0.5, 0.0, 0.5, 0.0]
+    nobody = decide("diversefl", Z, torch.zeros(4, dtype=torch.bool))
     assert nobody.direction is None and not nobody.accepted.any()
 
 
 def test_oracle_uses_the_ground_truth_honest_set():
     honest = torch.tensor([False, True, True, False])
-    decision = agg.aggregate(AggregatorConfig(name="oracle"), Z, torch.zeros(2), honest, ALL, None)
+    decision = decide("oracle", Z, ALL, byzantine=~honest)
     assert torch.equal(decision.direction, torch.tensor([4.5, -2.0]))
     assert decision.accepted.tolist() == honest.tolist()
 
@@ -100,7 +112,7 @@ def test_rsa_server_step_by_hand():
 @pytest.mark.parametrize(("name", "expected"), [("mean", [3.25, 2.0]), ("median", [2.5, 1.0]),
                                                 ("noisy_median", [2.5, 1.0]), ("trmean", [3.25, 2.0])])
 def test_dispatch_accepts_everyone_for_rules_without_a_filter(name, expected):
-    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), ALL, ALL, None)
+    decision = decide(name, Z, ALL)
     assert decision.direction.tolist() == expected and decision.accepted.all()
 
 
@@ -110,14 +122,14 @@ def test_dispatch_accepts_everyone_for_rules_without_a_filter(name, expected):
 def test_rules_only_see_valid_rows(name, expected):
     valid = torch.tensor([False, True, True, True])  # row 0 was screened out
     honest = torch.tensor([True, True, False, False])
-    decision = agg.aggregate(AggregatorConfig(name=name), Z, torch.zeros(2), honest, valid, ALL)
+    decision = decide(name, Z, valid, byzantine=~honest)
     assert decision.direction.tolist() == pytest.approx(expected)
     assert not decision.accepted[0]
 
 
 def test_nothing_valid_means_no_step():
     none = torch.zeros(4, dtype=torch.bool)
-    assert agg.aggregate(AggregatorConfig(name="median"), Z, torch.zeros(2), ALL, none, None).direction is None
+    assert decide("median", Z, none).direction is None
 
 
 @pytest.mark.parametrize(("rule", "exact"), [

@@ -60,8 +60,8 @@ def test_server_keeps_everything_on_the_update_device_and_records_numpy():
     theta = torch.tensor([1.0, 2.0])
     server = Server(small_config(), Guiding())
     screened = server.examine(z, theta)
-    decision = server.decide(screened, theta, torch.tensor([False, True, True, False]))
-    tensors = [screened.clean, screened.flags, screened.c1, screened.c2, screened.update_norm,
+    decision = server.decide(screened, theta, torch.tensor([False, True, True, False]), 1)
+    tensors = [screened.clean, screened.flags, screened.c1, screened.c2, screened.update_norm, decision.weight,
                screened.guiding_norm, decision.accepted, decision.direction]
     assert {t.device for t in tensors} == {z.device}
     record = screened.record_arrays()

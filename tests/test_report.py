@@ -83,10 +83,11 @@ def write_crafted(path: Path, byzantine: np.ndarray, accepted: np.ndarray, finis
     cfg = small_config()
     writer = RunWriter.create(path, 4, 1, 3, to_yaml(cfg), "test")
     for r, (b, a) in enumerate(zip(byzantine, accepted), start=1):
-        writer.append(RoundRecord(r, 0.1, True, 0.5, 1.0, math.nan, b, np.ones(4, bool), a, np.zeros(4, bool),
-                                  (~a).astype(np.uint8),
-                                  np.ones(4, np.int8), np.ones(4, np.float32), np.ones(4, np.float32),
-                                  np.ones(4, np.float32), {"gather": 0.5}))
+        writer.append(RoundRecord(
+            round=r, lr=0.1, applied=True, test_accuracy=0.5, test_loss=1.0, backdoor_accuracy=math.nan, byzantine=b,
+            sampled=np.ones(4, bool), accepted=a, weight=a / max(1, a.sum()), invalid=np.zeros(4, bool),
+            flags=(~a).astype(np.uint8), c1=np.ones(4, np.int8), c2=np.ones(4, np.float32),
+            update_norm=np.ones(4, np.float32), guiding_norm=np.ones(4, np.float32), times={"gather": 0.5}))
     if finish:
         writer.write_model(np.zeros(3, np.float32), len(byzantine))
     writer.close()

@@ -140,7 +140,7 @@ def test_resume_refuses_foreign_files_and_config_changes(finished: Path, tmp_pat
     assert "is not an mpifl run file" in resume(tmp_path / "foreign.h5").output
     assert "cannot read run file" in resume(tmp_path / "missing.h5").output
     changed = resume(finished, "--set", "seed=3")
-    assert changed.exit_code == 1 and "only --rounds and --data-root" in changed.output
+    assert changed.exit_code == 1 and "only --rounds, --data-root and --plugin" in changed.output
 
 
 def test_checkpoint_is_replaced_atomically(tmp_path: Path):

@@ -1,8 +1,7 @@
-"""Server rules on the stacked update matrix Z [n, d] (row j = client j's message z_j, client order).
+"""The arithmetic of the paper's rules on the stacked update matrix Z [n, d] (row j = client j's message z_j).
 
-Each rule returns the direction g of the model step theta ← theta − mu_r (g + lambda theta) (eqs. 4, 13), or None when
-it accepts nobody, in which case the model is left unchanged for the round (NOTES.md). Rules see only the rows that
-passed screening (:mod:`mpifl.screening`); order statistics (Median, TrMean) are taken over those rows.
+Coordinate-wise statistics over selected rows in column bands, RSA's sign step and DiverseFL's criteria; the rules
+themselves (what a server does with a round) are in :mod:`mpifl.rules`.
 
 References
     [9]  D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "Byzantine-robust distributed learning: towards optimal
@@ -17,20 +16,10 @@ References
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from .config import AggregatorConfig
 from .screening import DIRECTION, LENGTH, ZERO_GUIDING
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the server did with one round's messages: the direction (None: no step) and who was accepted."""
-
-    direction: torch.Tensor | None
-    accepted: torch.Tensor  # [n] bool
 
 
 def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor, slice], torch.Tensor],
@@ -102,27 +91,3 @@ def diversefl_flags(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tens
     in_range = (c2 > eps1) & (c2 < eps2)
     return ((c1 <= 0).to(torch.uint8) * DIRECTION | zero.to(torch.uint8) * ZERO_GUIDING
             | (~zero & ~in_range).to(torch.uint8) * LENGTH)
-
-
-def aggregate(cfg: AggregatorConfig, z: torch.Tensor, theta: torch.Tensor, honest: torch.Tensor,
-              valid: torch.Tensor, accepted_by_filter: torch.Tensor | None) -> Decision:
-    """Apply the configured rule to the valid rows of ``z`` (see :mod:`mpifl.screening`). ``honest`` is the ground
-    truth (OracleSGD only); ``accepted_by_filter`` is DiverseFL's decision (no flag bit set)."""
-    name = cfg.name
-    if name in ("diversefl", "oracle"):
-        chosen = accepted_by_filter if name == "diversefl" else honest
-        assert chosen is not None
-        accepted = chosen & valid
-        return Decision(masked_mean(z, accepted), accepted)
-    if not bool(valid.any()):
-        return Decision(None, valid.clone())
-    rule: Callable[[torch.Tensor, slice], torch.Tensor]
-    if name == "mean":
-        rule = lambda rows, cols: rows.mean(dim=0)  # noqa: E731
-    elif name in ("median", "noisy_median"):
-        rule = lambda rows, cols: coordinate_median(rows)  # noqa: E731
-    elif name == "trmean":
-        rule = lambda rows, cols: trimmed_mean(rows, cfg.beta)  # noqa: E731
-    else:
-        rule = lambda rows, cols: rsa_direction(theta[cols], rows, cfg.delta)  # noqa: E731
-    return Decision(by_columns(z, valid, rule), valid.clone())

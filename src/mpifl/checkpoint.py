@@ -1,15 +1,16 @@
 """Checkpoints beside the HDF5 file (``RUN.h5.ckpt``), written atomically by rank 0.
 
 A run's randomness is keyed by (seed, purpose, round, client) (mpifl.rng) and the Markov Byzantine state is replayed
-from round 1, so the state needed to continue bit-identically is small: the round, theta, and the client models of
-RSA. The file is a NumPy ``.npz`` read with ``allow_pickle=False``: a checkpoint can hold numbers, never code.
+from round 1, so the state needed to continue bit-identically is small: the round, theta, the client models of RSA
+and the server rule's state (centered clipping's momentum). The file is a NumPy ``.npz`` read with
+``allow_pickle=False``: a checkpoint can hold numbers, never code.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ class Checkpoint:
     theta: np.ndarray  # [d] float32
     client_models: np.ndarray | None  # [n, d] float32 (RSA) or None
     config_yaml: str
+    rule_state: dict[str, np.ndarray] = field(default_factory=dict)  # the server rule's state (centered clipping)
 
 
 def path_for(run: Path) -> Path:
@@ -42,6 +44,7 @@ def save(path: Path, ckpt: Checkpoint) -> None:
               "config": np.frombuffer(ckpt.config_yaml.encode(), dtype=np.uint8)}
     if ckpt.client_models is not None:
         arrays["client_models"] = np.ascontiguousarray(ckpt.client_models, dtype=np.float32)
+    arrays.update({f"rule/{key}": np.ascontiguousarray(value) for key, value in ckpt.rule_state.items()})
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -67,7 +70,8 @@ def load(path: Path) -> Checkpoint:
             if int(data["format"]) != FORMAT:
                 raise CheckpointError(f"{path} has checkpoint format {int(data['format'])}; this mpifl reads {FORMAT}.")
             models = data["client_models"] if "client_models" in data.files else None
-            return Checkpoint(int(data["round"]), data["theta"], models, bytes(data["config"]).decode())
+            state = {name.removeprefix("rule/"): data[name] for name in data.files if name.startswith("rule/")}
+            return Checkpoint(int(data["round"]), data["theta"], models, bytes(data["config"]).decode(), state)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:

@@ -15,6 +15,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, ExperimentConfig, from_tree, load
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import read_config_yaml
+from .rules import RegistryError, load_plugin
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
 
@@ -31,12 +32,20 @@ def _errors_as_one_line() -> Iterator[None]:
         if exc.rank == 0:
             click.echo(f"mpifl: {exc}", err=True)
         sys.exit(PREEMPTED_EXIT)
-    except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError) as exc:
+    except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 _data_root_option = click.option("--data-root", type=click.Path(file_okay=False),
                                  help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
+_plugin_option = click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+                              help="A Python file that registers rules, filters or pre-aggregators (repeatable).")
+
+
+def _load_plugins(plugins: tuple[str, ...]) -> None:
+    """Import the researcher's files before the config is read, so their names are valid choices."""
+    for path in plugins:
+        load_plugin(path)
 
 
 def _default_out(cfg: ExperimentConfig) -> Path:
@@ -61,8 +70,10 @@ def main() -> None:
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
               help="Continue RUN.h5 from the checkpoint beside it (RUN.h5.ckpt); only --rounds/--data-root may change.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@_plugin_option
 def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | None, seed: int | None,
-          data_root: str | None, out: str | None, overwrite: bool, resume_path: str | None, quiet: bool) -> None:
+          data_root: str | None, out: str | None, overwrite: bool, resume_path: str | None, quiet: bool,
+          plugins: tuple[str, ...]) -> None:
     """Train one experiment; under mpirun rank 0 serves and ranks 1..P-1 host the clients.
 
     Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
@@ -73,10 +84,11 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
     extra = [f"rounds={rounds}"] if rounds is not None else []
     extra += [f"data.root={data_root}"] if data_root is not None else []
     with _errors_as_one_line():
+        _load_plugins(plugins)
         if resume_path is not None:
             if config_path or overrides or seed is not None or out or overwrite:
-                raise ConfigError("--resume takes the config from the run file; only --rounds and --data-root "
-                                  "may be given with it.")
+                raise ConfigError("--resume takes the config from the run file; only --rounds, --data-root and "
+                                  "--plugin may be given with it.")
             cfg = from_tree(yaml.safe_load(read_config_yaml(Path(resume_path))), extra)
             path = Path(resume_path)
         else:
@@ -97,8 +109,9 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override a value in every point.")
 @_data_root_option
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@_plugin_option
 def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, overrides: tuple[str, ...],
-          data_root: str | None, quiet: bool) -> None:
+          data_root: str | None, quiet: bool, plugins: tuple[str, ...]) -> None:
     """Grid of runs from SWEEP_FILE (configs/sweeps/): finished points are skipped, checkpointed ones resumed."""
     from . import sweep as sw
 
@@ -106,6 +119,7 @@ def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, 
         raise click.UsageError("give exactly one of --list, --index I, --local.")
     extra = (*overrides, *([f"data.root={data_root}"] if data_root else []))
     with _errors_as_one_line():
+        _load_plugins(plugins)
         points = sw.load(sweep_file, extra)
         if list_points:
             for p in points:

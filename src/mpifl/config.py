@@ -33,7 +33,6 @@ INITS = ("glorot", "zeros")
 SCHEDULES = ("constant", "inv_sqrt", "step")
 BYZANTINE_MODELS = ("none", "random", "fixed", "markov")
 ATTACKS = ("none", "class_flip", "sign_flip", "backdoor", "gaussian", "nan")
-AGGREGATORS = ("diversefl", "oracle", "mean", "median", "trmean", "noisy_median", "rsa")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -168,12 +167,32 @@ class AttackConfig:
         _positive("attack.target", self.target, strict=False)
 
 
+def _registered(key: str, kind: str, value: str) -> type:
+    """The implementation registered under ``value`` (mpifl.rules), or a ConfigError naming the choices."""
+    from . import rules
+
+    try:
+        return rules.get(kind, value)
+    except rules.RegistryError:
+        choices = rules.names(kind)
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}.{hint}") from None
+
+
 @dataclass(frozen=True)
 class AggregatorConfig:
     """The server's rule and its parameters. DiverseFL's per-client sample is ``sample_size`` points or
-    ``sample_fraction`` of the client's data (exactly one)."""
+    ``sample_fraction`` of the client's data (exactly one).
+
+    ``name`` is a registered rule, ``filter`` an optional per-client filter in front of it (``diversefl``), ``pre``
+    pre-aggregators applied in order (``nnm``, ``bucketing``), ``params`` the parameters of the rule and
+    pre-aggregators beyond the v0.1 keys below (a v0.1 key fills the parameter of the same name)."""
 
     name: str = "diversefl"
+    filter: str | None = None
+    pre: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
     beta: float = 0.1  # TrMean: trim floor(beta n) from each end
     sigma: float = 0.01  # Noisy Median: client noise std
     delta: float = 0.2635  # RSA: l1 penalty
@@ -185,7 +204,17 @@ class AggregatorConfig:
     max_norm: float = 1.0e6  # updates with a larger norm are invalid for every rule (mpifl.screening)
 
     def __post_init__(self) -> None:
-        _choice("aggregator.name", self.name, AGGREGATORS)
+        rule = _registered("aggregator.name", "rule", self.name)
+        if self.filter is not None:
+            _registered("aggregator.filter", "filter", self.filter)
+        steps = [_registered(f"aggregator.pre[{i}]", "pre", p) for i, p in enumerate(self.pre)]
+        known = {f.name for cls in (rule, *steps) for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise ConfigError(f"aggregator.params.{unknown[0]} is not a parameter of {self.name}"
+                              f"{''.join(' or ' + p for p in self.pre)}; known: {', '.join(sorted(known)) or 'none'}.")
+        for cls in (rule, *steps):
+            step_params(self, cls)
         if not 0.0 <= self.beta < 0.5:
             raise ConfigError(f"aggregator.beta={self.beta} must be in [0, 0.5): TrMean trims beta*n from each end.")
         _positive("aggregator.sigma", self.sigma, strict=False)
@@ -232,6 +261,16 @@ class ExperimentConfig:
         validate(self)
 
 
+def step_params(agg: AggregatorConfig, cls: type) -> Any:
+    """The ``Params`` of a rule or pre-aggregator: its fields from ``aggregator.params``, else from the v0.1 key of the
+    same name (``aggregator.beta`` for TrMean), else the field's default. Types are checked like any config value."""
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    legacy = {f.name: getattr(agg, f.name) for f in dataclasses.fields(AggregatorConfig)
+              if f.name in fields and f.name not in ("name", "filter", "pre", "params")}
+    chosen = {**legacy, **{k: v for k, v in agg.params.items() if k in fields}}
+    return _build(cls.Params, chosen, prefix="aggregator.params.")
+
+
 def _exactly_one(section: str, a: str, va: Any, b: str, vb: Any) -> None:
     if (va is None) == (vb is None):
         raise ConfigError(f"set exactly one of {section}.{a} and {section}.{b} (the other null).")
@@ -255,7 +294,7 @@ def validate(cfg: ExperimentConfig) -> None:
     m = cfg.train.clients_per_round
     if m is not None and m > n:
         raise ConfigError(f"train.clients_per_round={m} exceeds clients={n}.")
-    if m is not None and cfg.aggregator.name == "rsa":
+    if m is not None and getattr(_registered("aggregator.name", "rule", cfg.aggregator.name), "client_models", False):
         raise ConfigError("train.clients_per_round needs every client every round under aggregator.name=rsa (its "
                           "clients update their model copies each round); leave it null.")
     if cfg.train.lr.warmup_rounds and cfg.train.lr.schedule != "step":
@@ -292,6 +331,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}={value!r} must be a mapping of names to values.")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} must be a list.")

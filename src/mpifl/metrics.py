@@ -6,6 +6,7 @@ readable file and `h5py` readers can follow a running job. Layout (schema versio
     attrs: schema_version, mpifl_version, config (YAML), clients, ranks, created
     round, lr, applied, n_accepted, test_accuracy, test_loss, backdoor_accuracy     [R]      (nan: not evaluated)
     clients/byzantine, clients/sampled, clients/accepted, clients/invalid           [R, n]   bool
+    clients/weight (the client's share of the step; NaN: undefined for the rule)    [R, n]   float32
     clients/flags (uint8 bit mask of reasons, mpifl.screening)                      [R, n]
     clients/c1 (int8), clients/c2, clients/update_norm, clients/guiding_norm        [R, n]   (nan/0: not computed)
     time/<phase>                                                                    [R]      seconds
@@ -28,8 +29,8 @@ PHASES = ("broadcast", "client_compute", "gather", "guiding", "aggregation", "ev
 _SCALARS = {"round": np.int32, "lr": np.float64, "applied": np.bool_, "n_accepted": np.int32,
             "test_accuracy": np.float64, "test_loss": np.float64, "backdoor_accuracy": np.float64}
 _PER_RANK = ("peak_rss", "peak_gpu")
-_PER_CLIENT = {"byzantine": np.bool_, "sampled": np.bool_, "accepted": np.bool_, "invalid": np.bool_, "flags": np.uint8,
-               "c1": np.int8,
+_PER_CLIENT = {"byzantine": np.bool_, "sampled": np.bool_, "accepted": np.bool_, "weight": np.float32,
+               "invalid": np.bool_, "flags": np.uint8, "c1": np.int8,
                "c2": np.float32,
                "update_norm": np.float32, "guiding_norm": np.float32}
 
@@ -45,6 +46,7 @@ class RoundRecord:
     byzantine: np.ndarray
     sampled: np.ndarray
     accepted: np.ndarray
+    weight: np.ndarray
     invalid: np.ndarray
     flags: np.ndarray
     c1: np.ndarray

@@ -19,12 +19,12 @@ import numpy as np
 import yaml
 
 from .metrics import PHASES, complete_rows, open_for_reading, schema_problem
-from .screening import REASONS
+from .screening import INVALID, REASONS
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
               "noisy_median": "N-Median", "rsa": "RSA", "mean": "Mean"}
 ATTACK_ORDER = ["none", "class_flip", "sign_flip", "backdoor", "gaussian"]
-FILTERING_RULES = {"diversefl", "oracle"}  # rules that accept or reject whole clients
+FILTERING_RULES = {"diversefl", "oracle"}  # rules whose rates are shown even when they rejected nobody
 MEMORY_COLUMNS = ("rss_rank0", "rss_client_max", "gpu_rank0", "gpu_client_max")
 FIGSIZE, DPI = (4.0, 3.0), 100  # inches per panel; PNG pixels = inches * DPI
 
@@ -43,6 +43,7 @@ class Run:
     byzantine: np.ndarray
     sampled: np.ndarray  # [R, n] the client took part in the round (train.clients_per_round)
     accepted: np.ndarray
+    weight: np.ndarray  # [R, n] the client's share of the step; NaN where the rule defines none
     c1: np.ndarray
     c2: np.ndarray
     flags: np.ndarray
@@ -88,7 +89,7 @@ def load_run(path: str | Path) -> Run:
             raise ReportError(f"{path}: {problem}.")
         try:
             names = ["round", "test_accuracy", "backdoor_accuracy", "clients/byzantine", "clients/sampled",
-                     "clients/accepted",
+                     "clients/accepted", "clients/weight",
                      "clients/c1", "clients/c2", "clients/flags", *(f"time/{p}" for p in PHASES),
                      "ranks/peak_rss", "ranks/peak_gpu"]
             rows = complete_rows(f)
@@ -99,7 +100,8 @@ def load_run(path: str | Path) -> Run:
         except (KeyError, OSError) as exc:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
     return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
-               data["clients/byzantine"], data["clients/sampled"], data["clients/accepted"], data["clients/c1"],
+               data["clients/byzantine"], data["clients/sampled"], data["clients/accepted"], data["clients/weight"],
+               data["clients/c1"],
                data["clients/c2"],
                data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks,
                data["ranks/peak_rss"], data["ranks/peak_gpu"])
@@ -152,6 +154,18 @@ class Summary:
     phase_ms: dict[str, float]
     reasons: dict[str, int]  # client-rounds flagged for each reason (a client-round may have several)
     memory_mb: dict[str, float]  # peak resident / GPU memory of rank 0 and of the largest client rank
+    weight_byzantine: float  # mean share of the step a Byzantine client-round got (NaN: the rule defines none)
+    weight_honest: float
+
+
+def mean_weights(run: Run) -> tuple[float, float]:
+    """The mean weight the rule gave Byzantine and honest client-rounds that took part (NaN where undefined)."""
+    def mean(mask: np.ndarray) -> float:
+        values = run.weight[mask & run.sampled]
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if values.size else math.nan
+
+    return mean(run.byzantine), mean(~run.byzantine)
 
 
 def peak_memory_mb(run: Run) -> dict[str, float]:
@@ -168,11 +182,14 @@ def peak_memory_mb(run: Run) -> dict[str, float]:
 
 
 def detection_rates(run: Run) -> tuple[float, float]:
-    """Flagging as a detector of the ground truth: TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest.
+    """Rejection as a detector of the ground truth: TPR = rejected Byzantine / Byzantine, FPR = rejected honest /
+    honest, over the client-rounds that took part.
 
-    NaN for rules that never reject a client (Median, TrMean, …) and where a class is absent.
+    NaN for rules that never reject a whole client (Mean, Median, TrMean, …) and where a class is absent; DiverseFL,
+    OracleSGD and every rule that rejected a valid update at least once (Krum, FLTrust, …) get rates.
     """
-    if run.rule not in FILTERING_RULES:
+    usable = run.sampled & ((run.flags & INVALID) == 0)
+    if run.rule not in FILTERING_RULES and not (~run.accepted & usable).any():
         return math.nan, math.nan
     flagged = ~run.accepted & run.sampled  # clients that did not take part were not judged
     byz = run.byzantine & run.sampled
@@ -202,6 +219,7 @@ def summarize(run: Run, target: float) -> Summary:
         phase_ms={p: float(1000 * run.times[p].mean()) if len(run.round) else math.nan for p in PHASES},
         reasons={name: int(((run.flags & bit) != 0).sum()) for bit, name in REASONS.items()},
         memory_mb=peak_memory_mb(run),
+        weight_byzantine=mean_weights(run)[0], weight_honest=mean_weights(run)[1],
     )
 
 
@@ -212,7 +230,8 @@ def _fmt(value: float, digits: int = 4) -> str:
 def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     columns = ["file", "rule", "attack", "sample", "seed", "rounds", "finished", "final_accuracy", "best_accuracy",
                "last10_accuracy", "rounds_to_target", "tpr", "fpr", "wall_seconds", *(f"{p}_ms" for p in PHASES),
-               *(f"flags_{name}" for name in REASONS.values()), *(f"peak_{k}_mb" for k in MEMORY_COLUMNS)]
+               *(f"flags_{name}" for name in REASONS.values()), *(f"peak_{k}_mb" for k in MEMORY_COLUMNS),
+               "weight_byzantine", "weight_honest"]
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
@@ -220,7 +239,7 @@ def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
             writer.writerow([s.file, s.rule, s.attack, s.sample, s.seed, s.rounds, s.finished, s.final_accuracy,
                              s.best_accuracy, s.last10_accuracy, s.rounds_to_target, s.tpr, s.fpr, s.wall_seconds,
                              *(s.phase_ms[p] for p in PHASES), *s.reasons.values(),
-                             *(s.memory_mb[k] for k in MEMORY_COLUMNS)])
+                             *(s.memory_mb[k] for k in MEMORY_COLUMNS), s.weight_byzantine, s.weight_honest])
     lines = [f"# mpifl report ({len(summaries)} runs)", "",
              f"Accuracy: final, best, mean of the last 10 % of evaluations; rounds to reach {target:.2f}. Detection: "
              "TPR = flagged Byzantine / Byzantine, FPR = flagged honest / honest (rules that filter clients only).", "",
@@ -237,6 +256,11 @@ def write_tables(summaries: list[Summary], out: Path, target: float) -> None:
     lines += ["", "Client-rounds flagged, by reason (docs/hdf5-schema.md, `clients/flags`):", "",
               "| file | " + " | ".join(REASONS.values()) + " |", "|---" * (len(REASONS) + 1) + "|"]
     lines += [f"| {s.file} | " + " | ".join(str(v) for v in s.reasons.values()) + " |" for s in summaries]
+    lines += ["", "Mean weight per client-round that took part (the client's share of the step: Krum's picks, "
+              "FLTrust's trust, 1/|accepted| for averaging rules; – for coordinate-wise rules):", "",
+              "| file | rule | Byzantine | honest |", "|---|---|---|---|"]
+    lines += [f"| {s.file} | {RULE_NAMES.get(s.rule, s.rule)} | {_fmt(s.weight_byzantine)} | {_fmt(s.weight_honest)} |"
+              for s in summaries]
     lines += ["", "Peak memory per rank, MB (resident set; GPU memory allocated by torch, 0 off the GPU; client ranks: "
               "the largest; – with one process):", "",
               "| file | ranks | rank 0 RSS | client rank RSS | rank 0 GPU | client rank GPU |", "|---" * 6 + "|"]

@@ -22,6 +22,8 @@ class Purpose(enum.IntEnum):
     NOISE = 6
     ATTACK = 7
     PARTICIPATION = 8
+    RULE = 9  # a rule's or pre-aggregator's own draws (bucketing, DnC), keyed by round
+    ROOT = 10  # the server's root dataset (FLTrust)
 
 
 def seed_for(seed: int, purpose: Purpose, round_: int = 0, client: int = 0) -> int:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import aggregators
-from .config import ExperimentConfig
+from collections.abc import Callable
+
+from . import aggregators, rules
+from .config import ExperimentConfig, step_params
 from .guiding import GuidingGradients
 from .screening import EXCLUDED, INVALID, row_norms, screen
 
@@ -41,9 +43,27 @@ class Screened:
                 "update_norm": self.update_norm.cpu().numpy(), "guiding_norm": self.guiding_norm.cpu().numpy()}
 
 
+def filter_name(cfg: ExperimentConfig) -> str | None:
+    """The filter in front of the rule: ``aggregator.filter``, or the one the rule implies (DiverseFL's own)."""
+    return cfg.aggregator.filter or getattr(rules.get("rule", cfg.aggregator.name), "implies_filter", None)
+
+
+def needs_guiding(cfg: ExperimentConfig) -> bool:
+    """Whether rank 0 computes guiding gradients: for the DiverseFL filter, or to record C1, C2 for any rule."""
+    return filter_name(cfg) == "diversefl" or cfg.aggregator.record_similarity
+
+
 class Server:
-    def __init__(self, cfg: ExperimentConfig, guiding: GuidingGradients | None) -> None:
-        self.cfg, self.guiding = cfg, guiding
+    """Screening, the optional filter, pre-aggregators and the rule, as configured; the rule's state lives here."""
+
+    def __init__(self, cfg: ExperimentConfig, guiding: GuidingGradients | None,
+                 server_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.cfg, self.guiding, self.server_gradient = cfg, guiding, server_gradient
+        agg = cfg.aggregator
+        rule_cls = rules.get("rule", agg.name)
+        self.rule = rule_cls(step_params(agg, rule_cls), cfg.clients)
+        self.pre = [cls(step_params(agg, cls), cfg.clients) for cls in (rules.get("pre", p) for p in agg.pre)]
+        self.filtering = filter_name(cfg) is not None
 
     def examine(self, z: torch.Tensor, theta: torch.Tensor, sampled: torch.Tensor | None = None) -> Screened:
         """Validity checks for every rule; then, for DiverseFL (or ``record_similarity``), C1, C2 and their flags.
@@ -70,9 +90,29 @@ class Server:
             flags = flags | torch.where(valid, criteria, torch.zeros_like(criteria))
         return Screened(z, flags, c1, c2, update_norm, guiding_norm)
 
-    def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor) -> aggregators.Decision:
-        """The rule's decision; ``byzantine`` (the simulator's ground truth, any device) reaches OracleSGD only."""
-        accepted_by_filter = screened.flags == 0 if self.cfg.aggregator.name == "diversefl" else None
-        honest = ~byzantine.to(screened.clean.device)
-        return aggregators.aggregate(self.cfg.aggregator, screened.clean, theta, honest, screened.valid,
-                                     accepted_by_filter)
+    def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor, round_: int) -> rules.Decision:
+        """Filter, pre-aggregate, apply the rule. ``byzantine`` (the simulator's ground truth, any device) reaches
+        only a rule that declares ``needs_truth`` (OracleSGD)."""
+        z = screened.clean
+        usable = screened.valid & (screened.flags == 0) if self.filtering else screened.valid
+        try:
+            return self._apply(z, usable, theta, byzantine, round_)
+        except rules.TooFewUpdates:  # e.g. Krum with k <= 2f + 2 usable updates this round: no step, nobody used
+            nobody = torch.zeros_like(usable)
+            return rules.Decision(None, nobody, torch.zeros(usable.shape, device=z.device))
+
+    def _apply(self, z: torch.Tensor, usable: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor,
+               round_: int) -> rules.Decision:
+        truth = byzantine.to(z.device) if self.rule.needs_truth else None
+        if not self.pre:
+            return self.rule.aggregate(rules.RoundView(z, usable, theta, round_, self.cfg.seed, self.server_gradient,
+                                                       truth))
+        rows = z[usable]
+        for step in self.pre:
+            rows = step.transform(rows, round_, self.cfg.seed)
+        mixed = rules.RoundView(rows, torch.ones(len(rows), dtype=torch.bool, device=z.device), theta, round_,
+                                self.cfg.seed, self.server_gradient, None)
+        decision = self.rule.aggregate(mixed)
+        # pre-aggregated rows mix clients: every usable client entered, with no weight of its own
+        return rules.Decision(decision.direction, usable.clone(),
+                              torch.full(usable.shape, float("nan"), device=z.device))

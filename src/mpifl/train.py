@@ -23,19 +23,20 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__, checkpoint, memory, participation, transport as transport_mod
+from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .byzantine import ByzantineSchedule
-from .config import ConfigError, ExperimentConfig, to_yaml, validate_against_data
+from .config import ConfigError, ExperimentConfig, step_params, to_yaml, validate_against_data
 from .data import datasets
 from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
+from .gradients import batched_grads, stack_padded
 from .guiding import GuidingGradients
 from .metrics import RoundRecord, RunWriter
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
-from .server import Server
 from .rng import Purpose, generator
+from .server import Server, needs_guiding
 from .schedules import learning_rate
 
 
@@ -99,8 +100,10 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
 
     server, test = None, None
     if place.is_server:
-        needs_guiding = cfg.aggregator.name == "diversefl" or cfg.aggregator.record_similarity
-        server = Server(cfg, _guiding(cfg, flat, parts, ds, scaling) if needs_guiding else None)
+        guiding = _guiding(cfg, flat, parts, ds, scaling) if needs_guiding(cfg) else None
+        root = _server_gradient(cfg, flat, ds, scaling) if getattr(rules.get("rule", cfg.aggregator.name),
+                                                                     "needs_server_data", False) else None
+        server = Server(cfg, guiding, root)
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, test, scaling)
 
@@ -116,6 +119,20 @@ def _guiding(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds
         xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
         ys.append(ds.train_y[idx].to(xs[-1].device))
     return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
+
+
+def _server_gradient(cfg: ExperimentConfig, flat: FlatModel, ds: datasets.Dataset,
+                     scaling: datasets.Scaling) -> Callable[[torch.Tensor], torch.Tensor]:
+    """θ → the gradient on the server's own root dataset (FLTrust): ``aggregator.params.root_size`` training points
+    drawn uniformly by the seed, held by rank 0 only."""
+    size = int(step_params(cfg.aggregator, rules.get("rule", cfg.aggregator.name)).root_size)
+    if not 0 < size <= len(ds.train_y):
+        raise ConfigError(f"aggregator.params.root_size={size} must be between 1 and the {len(ds.train_y)} training "
+                          "points.")
+    pick = torch.randperm(len(ds.train_y), generator=generator(cfg.seed, Purpose.ROOT))[:size]
+    x, y, w = stack_padded([scaling(ds.train_x[pick].to(scaling.mean.device))], [ds.train_y[pick].to(
+        scaling.mean.device)])
+    return lambda theta: batched_grads(flat, theta, x, y, w, 1)[0]
 
 
 def _agreed(tp: transport_mod.Transport, step: Callable[[], _T]) -> _T:
@@ -213,6 +230,8 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     start = tp.share_int(ckpt.round + 1 if ckpt is not None else 1)
     if ckpt is not None:
         s.theta = torch.from_numpy(ckpt.theta).to(s.placement.device)
+        if s.server is not None:
+            s.server.rule.load_state_dict(ckpt.rule_state)
     state = s.clients.checkpoint_state()
     if start > 1 and state is not None:
         full = torch.from_numpy(ckpt.client_models) if ckpt is not None and ckpt.client_models is not None else None
@@ -256,7 +275,9 @@ def _checkpoint(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, t
         models = full.cpu().numpy() if full is not None else None
         target = checkpoint.path_for(out)
         try:
-            checkpoint.save(target, checkpoint.Checkpoint(round_, theta.cpu().numpy(), models, to_yaml(cfg)))
+            assert s.server is not None
+            checkpoint.save(target, checkpoint.Checkpoint(round_, theta.cpu().numpy(), models, to_yaml(cfg),
+                                                          s.server.rule.state_dict()))
         except OSError as exc:
             raise OutputError(f"cannot write checkpoint {target} after round {round_} ({exc}); the run stops, "
                               f"{out} holds rounds 1..{round_}") from None
@@ -305,7 +326,7 @@ class _RoundLoop:
         assert server is not None and self.writer is not None and self.s.test is not None
         screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None)
         clock.lap("guiding")
-        decision = server.decide(screened, theta, byzantine)
+        decision = server.decide(screened, theta, byzantine, r)
         if decision.direction is not None:
             theta = theta - lr * (decision.direction + cfg.train.weight_decay * theta)
         clock.lap("aggregation")
@@ -316,7 +337,8 @@ class _RoundLoop:
         record = RoundRecord(
             round=r, lr=lr, applied=decision.direction is not None, test_accuracy=ev.accuracy, test_loss=ev.loss,
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(), sampled=sampled.numpy(),
-            accepted=decision.accepted.cpu().numpy(), **screened.record_arrays(), times=clock.times,
+            accepted=decision.accepted.cpu().numpy(), weight=decision.weight.cpu().numpy(),
+            **screened.record_arrays(), times=clock.times,
             peak_rss=peaks[:, 0], peak_gpu=peaks[:, 1],
         )
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import rules
 from ..config import ExperimentConfig
 from ..data.datasets import Scaling
 from ..models import FlatModel
@@ -16,7 +17,8 @@ def make_clients(cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientDat
     """The block of clients a rank hosts, of the kind the configured rule needs; ``batch_length`` is the longest
     mini-batch of any client (every rank pads to it, see :mod:`mpifl.gradients`); ``scaling`` turns a batch of stored
     uint8 images into model inputs."""
-    cls = RsaClients if cfg.aggregator.name == "rsa" else GradientClients
+    keeps_models = getattr(rules.get("rule", cfg.aggregator.name), "client_models", False)
+    cls = RsaClients if keeps_models else GradientClients
     return cls(cfg, flat, clients, num_classes, theta0, batch_length, scaling)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import rules
 from ..attacks import forge, poison_labels
 from ..config import ExperimentConfig
 from ..data.datasets import Scaling
@@ -32,6 +33,7 @@ class GradientClients:
         self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
         self.ids = [c.client for c in clients]
         self.batch_length, self.scaling = batch_length, scaling
+        self.noisy = getattr(rules.get("rule", cfg.aggregator.name), "client_noise", False)  # Noisy Median
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
 
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +82,7 @@ class GradientClients:
         attack makes of their noiseless update (NOTES.md).
         """
         z = self.gradients(theta, round_, byzantine, sampled)
-        if self.cfg.aggregator.name == "noisy_median":
+        if self.noisy:
             sigma = self.cfg.aggregator.sigma
             for row, j in enumerate(self.ids):
                 if not byzantine[j] and (sampled is None or sampled[j]):

@@ -1,0 +1,95 @@
+"""What a server-side rule sees and what it decides: the interface every rule, built in or plugged in, implements.
+
+A rule sees what a real server knows: the round's screened updates, which rows it may use, θ, the round number and,
+for rules that have one (FLTrust), a gradient on the server's own data. Only a rule that declares ``needs_truth``
+(OracleSGD) is given the simulator's ground truth about who is Byzantine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+
+class TooFewUpdates(ValueError):
+    """A round left fewer usable updates than the rule's parameters need (Krum's 2f + 2, Bulyan's 4f + 3, …); the
+    server then skips the step for that round instead of stopping the run."""
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A rule without parameters of its own (``aggregator.params`` must then be empty)."""
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """One round as the server sees it; every tensor on the rank's device."""
+
+    z: torch.Tensor  # [n, d] float32 updates; rows outside ``valid`` are zero and must be ignored
+    valid: torch.Tensor  # [n] bool: rows that passed screening (and filters) and whose client took part
+    theta: torch.Tensor  # [d] the model the updates were computed at
+    round: int
+    seed: int = 0  # the run's seed: a rule's random draws use mpifl.rng.generator(seed, Purpose.RULE, round)
+    server_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None  # θ → [d] gradient on the server's data
+    byzantine: torch.Tensor | None = None  # [n] bool ground truth; only for rules with needs_truth
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a rule did with one round: the step direction (None: no step) and, per client, what it used."""
+
+    direction: torch.Tensor | None  # [d]
+    accepted: torch.Tensor  # [n] bool: the client's update entered the direction
+    weight: torch.Tensor  # [n] float32: the client's share of the direction (0: not used; NaN: not defined, e.g.
+    #                       coordinate-wise rules where every coordinate picks its own clients)
+
+
+class Rule:
+    """Base of every rule: ``aggregate(view) -> Decision``; ``Params`` is the dataclass of ``aggregator.params``.
+
+    ``state_dict``/``load_state_dict`` carry state between rounds (momentum, a previous direction) through
+    checkpoints, so a resumed run stays bit-identical.
+    """
+
+    Params: ClassVar[type] = NoParams
+    needs_truth: ClassVar[bool] = False  # OracleSGD only
+    needs_server_data: ClassVar[bool] = False  # FLTrust: RoundView.server_gradient is provided
+
+    def __init__(self, params: object, n: int) -> None:
+        self.params, self.n = params, n
+
+    def aggregate(self, view: RoundView) -> Decision:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned (nothing to restore for stateless rules)."""
+
+
+class PreAggregator:
+    """A step between screening and the rule that maps the usable rows [k, d] to new rows [k', d] (NNM, bucketing)."""
+
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: object, n: int) -> None:
+        self.params, self.n = params, n
+
+    def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def weights_of(accepted: torch.Tensor) -> torch.Tensor:
+    """Equal shares 1/|A| for the accepted clients, 0 for the others (the weight of a plain mean)."""
+    count = int(accepted.sum())
+    return accepted.to(torch.float32) / max(count, 1)
+
+
+def undefined_weights(n: int, device: torch.device) -> torch.Tensor:
+    """NaN weights, for rules that mix clients per coordinate."""
+    return torch.full((n,), float("nan"), device=device)

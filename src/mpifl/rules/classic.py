@@ -1,0 +1,117 @@
+"""The paper's rules on the interface: Mean, OracleSGD, DiverseFL's average, Median, Noisy Median, TrMean, RSA.
+
+Their arithmetic lives in :mod:`mpifl.aggregators` (coordinate-wise, in column bands); parameters keep their v0.1 keys
+(``aggregator.beta``, ``aggregator.delta``), which fill the fields of the same name in each rule's ``Params``.
+
+References
+    [9]  D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "Byzantine-robust distributed learning: towards optimal
+         statistical rates", ICML 2018, arXiv:1803.01498 (Median, TrMean).
+    [11] X. Chen, T. Chen, H. Sun, Z. S. Wu, M. Hong, "Distributed training with heterogeneous data: bridging median-
+         and mean-based algorithms", NeurIPS 2020, arXiv:1906.01736 (Noisy Median).
+    [12] L. Li, W. Xu, T. Chen, G. B. Giannakis, Q. Ling, "RSA: Byzantine-robust stochastic aggregation methods for
+         distributed learning from heterogeneous datasets", AAAI 2019, arXiv:1811.03761.
+    DiverseFL: S. Prakash, A. S. Avestimehr, "Mitigating Byzantine attacks in federated learning", arXiv:2010.07541.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..aggregators import by_columns, coordinate_median, masked_mean, rsa_direction, trimmed_mean
+from .base import Decision, RoundView, Rule, undefined_weights, weights_of
+from .registry import register
+
+
+def _empty(view: RoundView) -> Decision:
+    return Decision(None, view.valid.clone(), torch.zeros(view.valid.shape, device=view.z.device))
+
+
+@register("rule", "mean")
+class Mean(Rule):
+    """The plain average of every usable update (no defence; the reference for what an attack does)."""
+
+    def aggregate(self, view: RoundView) -> Decision:
+        direction = masked_mean(view.z, view.valid)
+        return Decision(direction, view.valid.clone(), weights_of(view.valid))
+
+
+@register("rule", "diversefl")
+class DiverseFL(Mean):
+    """DiverseFL (eq. 13): the average of the updates its filter accepted; choosing it turns on the ``diversefl``
+    filter (:mod:`mpifl.rules.filters`), which decides what is usable."""
+
+    implies_filter: ClassVar[str] = "diversefl"
+
+
+@register("rule", "oracle")
+class OracleSGD(Rule):
+    """The average of the honest updates: the only rule that is told who is Byzantine (an upper bound, not a
+    defence)."""
+
+    needs_truth = True
+
+    def aggregate(self, view: RoundView) -> Decision:
+        assert view.byzantine is not None
+        accepted = view.valid & ~view.byzantine
+        return Decision(masked_mean(view.z, accepted), accepted, weights_of(accepted))
+
+
+@register("rule", "median")
+class Median(Rule):
+    """Coordinate-wise median [9]; for an even count the mean of the two middle values (NOTES.md)."""
+
+    def aggregate(self, view: RoundView) -> Decision:
+        if not bool(view.valid.any()):
+            return _empty(view)
+        direction = by_columns(view.z, view.valid, lambda rows, cols: coordinate_median(rows))
+        return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))
+
+
+@register("rule", "noisy_median")
+class NoisyMedian(Median):
+    """Noisy Median [11]: honest clients add N(0, sigma²) noise before upload (``aggregator.sigma``), the server takes
+    the coordinate-wise median."""
+
+    client_noise: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class TrimParams:
+    beta: float = 0.1  # trim floor(beta k) values from each end of every coordinate
+
+
+@register("rule", "trmean")
+class TrimmedMean(Rule):
+    """Coordinate-wise trimmed mean [9] over the k usable rows, dropping floor(beta k) from each end."""
+
+    Params = TrimParams
+
+    def aggregate(self, view: RoundView) -> Decision:
+        if not bool(view.valid.any()):
+            return _empty(view)
+        beta = self.params.beta
+        direction = by_columns(view.z, view.valid, lambda rows, cols: trimmed_mean(rows, beta))
+        return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))
+
+
+@dataclass(frozen=True)
+class RsaParams:
+    delta: float = 0.2635  # the l1 penalty of eqs. 6-7
+
+
+@register("rule", "rsa")
+class Rsa(Rule):
+    """RSA [12]: clients keep model copies and upload them; the server steps along delta sum_j sign(θ − θ_j) (eq. 7)."""
+
+    Params = RsaParams
+    client_models: ClassVar[bool] = True
+
+    def aggregate(self, view: RoundView) -> Decision:
+        if not bool(view.valid.any()):
+            return _empty(view)
+        delta, theta = self.params.delta, view.theta
+        direction = by_columns(view.z, view.valid, lambda rows, cols: rsa_direction(theta[cols], rows, delta))
+        return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))

@@ -1,0 +1,86 @@
+"""Pre-aggregators: maps from the usable rows [k, d] to new rows that the rule then aggregates.
+
+References
+    NNM: Y. Allouah, S. Farhadkhani, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan, "Fixing by mixing: a recipe for
+         optimal Byzantine ML under heterogeneity", AISTATS 2023, arXiv:2302.01772.
+    Bucketing: S. P. Karimireddy, L. He, M. Jaggi, "Byzantine-robust learning on heterogeneous datasets via
+         bucketing", ICLR 2022, arXiv:2006.09365.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ConfigError
+from ..rng import Purpose, generator
+from .base import PreAggregator, TooFewUpdates
+from .krum import squared_distances
+from .registry import register
+
+
+@dataclass(frozen=True)
+class NnmParams:
+    f: int = 1  # Byzantine rows tolerated: each row is mixed with its k − f nearest
+
+    def __post_init__(self) -> None:
+        if self.f < 0:
+            raise ConfigError(f"aggregator.params.f={self.f} must be >= 0.")
+
+
+@register("pre", "nnm")
+class NearestNeighborMixing(PreAggregator):
+    """Nearest neighbour mixing (Allouah et al., AISTATS 2023, arXiv:2302.01772): row i becomes the mean of its
+    k − f nearest rows in Euclidean distance, itself included, as in ByzFL 0.0.11's ``NNM(f)``.
+
+    Distances are float64 (see :func:`mpifl.rules.krum.squared_distances`) and ties go to the lower row index (ByzFL's
+    ``topk`` leaves them unspecified). f ≥ k raises ValueError naming f, as ByzFL does.
+    """
+
+    Params = NnmParams
+
+    def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
+        k, f = rows.shape[0], self.params.f
+        if k == 0:
+            return rows
+        if f >= k:
+            raise TooFewUpdates(f"NNM mixes each update with its k − f nearest: aggregator.params.f={f} needs more than "
+                             f"{f} usable updates, this round has {k}.")
+        nearest = torch.sort(squared_distances(rows), dim=1, stable=True).indices[:, :k - f]
+        mixing = torch.zeros((k, k), dtype=rows.dtype, device=rows.device)
+        mixing.scatter_(1, nearest, 1.0 / (k - f))
+        return mixing @ rows
+
+
+@dataclass(frozen=True)
+class BucketingParams:
+    s: int = 2  # rows per bucket
+
+    def __post_init__(self) -> None:
+        if self.s < 1:
+            raise ConfigError(f"aggregator.params.s={self.s} must be >= 1.")
+
+
+@register("pre", "bucketing")
+class Bucketing(PreAggregator):
+    """Bucketing (Karimireddy, He, Jaggi, ICLR 2022, arXiv:2006.09365): shuffle the k rows, cut them into buckets of s
+    consecutive rows and replace each bucket by its mean; ceil(k / s) rows come out, the last bucket holding the
+    k mod s leftover rows when s does not divide k, as in ByzFL 0.0.11's ``Bucketing(s)``.
+
+    The permutation is ``torch.randperm(k)`` on the CPU generator ``mpifl.rng.generator(seed, Purpose.RULE, round)``
+    (ByzFL draws it from torch's global generator), so a run's buckets depend only on its seed and the round.
+    """
+
+    Params = BucketingParams
+
+    def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
+        k, d = rows.shape
+        s = self.params.s
+        permutation = torch.randperm(k, generator=generator(seed, Purpose.RULE, round_)).to(rows.device)
+        shuffled = rows[permutation]
+        full = k // s
+        means = shuffled[:full * s].reshape(full, s, d).mean(dim=1)
+        if full * s == k:
+            return means
+        return torch.cat([means, shuffled[full * s:].mean(dim=0, keepdim=True)])
