@@ -15,24 +15,14 @@ from mpifl.rules.geomed import GeometricMedian, GeoMedParams
 from mpifl.rules.krum import Krum, KrumParams, MultiKrum, MultiKrumParams, krum_scores
 from mpifl.rules.registry import get
 
+from .rule_matrices import D, K, rows
+
 byzfl = pytest.importorskip("byzfl")
 
-K, D = 11, 50
 INVALID = (3, 9)  # positions of the invalid (zero) rows in the padded view of n = K + 2 clients
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ATTACKS = ["none", "scaled", "far"]
 ATTACKED = {"none": 0, "scaled": 2, "far": 3}  # the first rows that the attack changed
-
-
-def rows(seed: int, attack: str, k: int = K, d: int = D) -> torch.Tensor:
-    """k seeded Gaussian rows around a common mean; 'scaled': rows 0-1 ×100, 'far': rows 0-2 at one far point."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(k, d, generator=g) + 0.5
-    if attack == "scaled":
-        x[:2] *= 100
-    elif attack == "far":
-        x[:3] = 50.0
-    return x
 
 
 def padded(x: torch.Tensor, device: str = "cpu", round_: int = 1) -> tuple[RoundView, torch.Tensor]:

@@ -8,21 +8,11 @@ from mpifl.rng import Purpose, seed_for
 from mpifl.rules.preaggregators import Bucketing, BucketingParams, NearestNeighborMixing, NnmParams
 from mpifl.rules.registry import get
 
+from .rule_matrices import D, K, rows
+
 byzfl = pytest.importorskip("byzfl")
 
-K, D = 11, 50
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def rows(seed: int, attack: str, k: int = K, d: int = D) -> torch.Tensor:
-    """k seeded Gaussian rows around a common mean; 'scaled': rows 0-1 ×100, 'far': rows 0-2 at one far point."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(k, d, generator=g) + 0.5
-    if attack == "scaled":
-        x[:2] *= 100
-    elif attack == "far":
-        x[:3] = 50.0
-    return x
 
 
 CASES = [(seed, attack) for seed in range(3) for attack in ("none", "scaled", "far")]

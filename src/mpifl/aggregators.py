@@ -3,14 +3,7 @@
 Coordinate-wise statistics over selected rows in column bands, RSA's sign step and DiverseFL's criteria; the rules
 themselves (what a server does with a round) are in :mod:`mpifl.rules`.
 
-References
-    [9]  D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "Byzantine-robust distributed learning: towards optimal
-         statistical rates", ICML 2018, arXiv:1803.01498 (Median, TrMean).
-    [11] X. Chen, T. Chen, H. Sun, Z. S. Wu, M. Hong, "Distributed training with heterogeneous data: bridging median-
-         and mean-based algorithms", NeurIPS 2020, arXiv:1906.01736 (Noisy Median).
-    [12] L. Li, W. Xu, T. Chen, G. B. Giannakis, Q. Ling, "RSA: Byzantine-robust stochastic aggregation methods for
-         distributed learning from heterogeneous datasets", AAAI 2019, arXiv:1811.03761.
-    DiverseFL: S. Prakash, A. S. Avestimehr, "Mitigating Byzantine attacks in federated learning", arXiv:2010.07541.
+References: :mod:`mpifl.rules.classic`.
 """
 
 from __future__ import annotations

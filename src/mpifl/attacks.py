@@ -36,4 +36,6 @@ def forge(message: torch.Tensor, attack: AttackConfig, seed: int, round_: int, c
         return (attack.sigma * noise).to(message.device)
     if attack.name == "nan":
         return torch.full_like(message, float("nan"))
-    return message
+    if attack.name in ("class_flip", "none"):
+        return message
+    raise ValueError(f"attack.name={attack.name!r} is not an attack this version forges.")

@@ -54,11 +54,14 @@ def vgg11_gn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 200) -> nn.Module:
+    """The model called ``name`` in the config (``model.name``); an unknown name is an error, never a fallback."""
     if name == "softmax":
         return softmax_regression(input_shape, num_classes)
     if name == "mlp":
         return mlp(input_shape, num_classes, hidden)
-    return vgg11_gn(input_shape, num_classes)
+    if name == "vgg11_gn":
+        return vgg11_gn(input_shape, num_classes)
+    raise ConfigError(f"model.name={name!r} is not a model; choose softmax, mlp or vgg11_gn.")
 
 
 def initialize(model: nn.Module, kind: str, generator: torch.Generator) -> None:

@@ -65,7 +65,9 @@ def partition(kind: str, labels: torch.Tensor, n: int, alpha: float, seed: int) 
         return two_class(labels, n)
     if kind == "dirichlet":
         return dirichlet(labels, n, alpha, seed)
-    return iid(labels, n, seed)
+    if kind == "iid":
+        return iid(labels, n, seed)
+    raise ConfigError(f"data.partition={kind!r} is not a partition; choose shards, two_class, dirichlet or iid.")
 
 
 def fraction_size(total: int, absolute: int | None, fraction: float | None) -> int:
