@@ -5,6 +5,7 @@ import torch
 
 from mpifl import aggregators as agg
 from mpifl import rules
+from mpifl.rules import diversefl as dfl
 from mpifl.config import AggregatorConfig, step_params
 from mpifl.screening import DIRECTION, LENGTH, ZERO_GUIDING
 
@@ -34,7 +35,7 @@ def test_trimmed_mean_with_nothing_to_trim_is_the_mean():
 def similarity(z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """C1, C2 from whole update and guiding matrices (the server computes the dots and norms band by band)."""
     norm = torch.linalg.vector_norm
-    return agg.similarity((guiding * z).sum(dim=1), norm(z, dim=1), norm(guiding, dim=1))
+    return dfl.similarity((guiding * z).sum(dim=1), norm(z, dim=1), norm(guiding, dim=1))
 
 
 def test_similarity_values():
@@ -46,7 +47,7 @@ def test_similarity_values():
 
 def accept(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tensor | None = None) -> list[bool]:
     norm = torch.ones(len(c1)) if guiding_norm is None else guiding_norm
-    return (agg.diversefl_flags(c1, c2, norm, 0.5, 2.0) == 0).tolist()
+    return (dfl.diversefl_flags(c1, c2, norm, 0.5, 2.0) == 0).tolist()
 
 
 def test_diversefl_boundaries_are_strict():
@@ -59,7 +60,7 @@ def test_diversefl_records_every_reason():
     c1 = torch.tensor([1, -1, -1, 1, 0], dtype=torch.int8)
     c2 = torch.tensor([1.0, 1.0, 7.0, math.inf, math.nan])
     norm = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
-    flags = agg.diversefl_flags(c1, c2, norm, 0.5, 2.0).tolist()
+    flags = dfl.diversefl_flags(c1, c2, norm, 0.5, 2.0).tolist()
     assert flags == [0, DIRECTION, DIRECTION | LENGTH, ZERO_GUIDING, DIRECTION | ZERO_GUIDING]
 
 

@@ -1,7 +1,7 @@
 """The arithmetic of the paper's rules on the stacked update matrix Z [n, d] (row j = client j's message z_j).
 
-Coordinate-wise statistics over selected rows in column bands, RSA's sign step and DiverseFL's criteria; the rules
-themselves (what a server does with a round) are in :mod:`mpifl.rules`.
+Coordinate-wise statistics over selected rows in column bands and RSA's sign step; the rules themselves (what a
+server does with a round) are in :mod:`mpifl.rules`.
 
 References: :mod:`mpifl.rules.classic`.
 """
@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 
-from .screening import DIRECTION, LENGTH, ZERO_GUIDING
 
 
 def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor, slice], torch.Tensor],
@@ -63,24 +62,3 @@ def trimmed_mean(z: torch.Tensor, beta: float) -> torch.Tensor:
 def rsa_direction(theta: torch.Tensor, z: torch.Tensor, delta: float) -> torch.Tensor:
     """RSA's server step without weight decay, eq. 7: g = delta sum_j sign(theta_M − theta_j), z_j = theta_j."""
     return delta * torch.sign(theta.unsqueeze(0) - z).sum(dim=0)
-
-
-def similarity(dots: torch.Tensor, update_norms: torch.Tensor,
-               guiding_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """DiverseFL's per-client criteria from g~_j · z_j, ||z_j|| and ||g~_j||: C1 = sign(g~_j · z_j) (eq. 9) and
-    C2 = ||z_j|| / ||g~_j|| (eq. 10).
-
-    A zero guiding gradient gives C2 = inf (or nan for a zero update); :func:`diversefl_flags` flags it explicitly.
-    """
-    return torch.sign(dots).to(torch.int8), update_norms / guiding_norms
-
-
-def diversefl_flags(c1: torch.Tensor, c2: torch.Tensor, guiding_norm: torch.Tensor, eps1: float,
-                    eps2: float) -> torch.Tensor:
-    """Why DiverseFL rejects client j (uint8 bit mask, 0 = accepted): C1 > 0 fails (eq. 11, DIRECTION),
-    eps1 < C2 < eps2 fails (eq. 12, strict as in the paper, LENGTH), or ||g~_j|| = 0 leaves C2 undefined
-    (ZERO_GUIDING)."""
-    zero = guiding_norm == 0
-    in_range = (c2 > eps1) & (c2 < eps2)
-    return ((c1 <= 0).to(torch.uint8) * DIRECTION | zero.to(torch.uint8) * ZERO_GUIDING
-            | (~zero & ~in_range).to(torch.uint8) * LENGTH)

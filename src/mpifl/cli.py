@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import yaml
 
 from . import __version__
 from .checkpoint import CheckpointError
-from .config import ConfigError, ExperimentConfig, from_tree, load
+from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import read_config_yaml
 from .rules import RegistryError, load_plugin
@@ -89,7 +88,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             if config_path or overrides or seed is not None or out or overwrite:
                 raise ConfigError("--resume takes the config from the run file; only --rounds, --data-root and "
                                   "--plugin may be given with it.")
-            cfg = from_tree(yaml.safe_load(read_config_yaml(Path(resume_path))), extra)
+            cfg = from_tree(tree_from_yaml(read_config_yaml(Path(resume_path)), str(resume_path)), extra)
             path = Path(resume_path)
         else:
             extra += [f"seed={seed}"] if seed is not None else []

@@ -405,16 +405,22 @@ def load_tree(path: str | Path | None) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}.") from None
+    return tree_from_yaml(text, f"config {path}")
+
+
+def tree_from_yaml(text: str, source: str) -> dict[str, Any]:
+    """The mapping a YAML text holds (config files, sweep files, the config stored in a run file): the one place mpifl
+    parses YAML, always with ``safe_load``; ``source`` names the text in errors."""
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+        raise ConfigError(f"{source} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, not {type(tree).__name__}.")
+        raise ConfigError(f"{source} must be a mapping of sections, not {type(tree).__name__}.")
     return tree
 
 

@@ -97,6 +97,12 @@ def read_config_yaml(path: Path) -> str:
         raise ConfigError(f"cannot read run file {path} ({exc}).") from None
 
 
+def finished_round(f: h5py.File) -> int:
+    """The round of the final model: the run is finished at that round (0 while it has not finished). What a finished
+    run is, for `mpifl report` and `mpifl sweep` alike."""
+    return int(f["model/round"][0])
+
+
 def _per_round_names() -> list[str]:
     return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES),
             *(f"ranks/{n}" for n in _PER_RANK)]

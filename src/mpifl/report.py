@@ -16,9 +16,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import yaml
 
-from .metrics import PHASES, complete_rows, open_for_reading, schema_problem
+from .config import tree_from_yaml
+from .metrics import PHASES, complete_rows, finished_round, open_for_reading, schema_problem
 from .screening import INVALID, REASONS
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
@@ -94,8 +94,8 @@ def load_run(path: str | Path) -> Run:
                      "ranks/peak_rss", "ranks/peak_gpu"]
             rows = complete_rows(f)
             data = {n: f[n][:rows] for n in names}
-            finished = int(f["model/round"][0]) > 0
-            config = yaml.safe_load(f.attrs["config"])
+            finished = finished_round(f) > 0
+            config = tree_from_yaml(str(f.attrs["config"]), f"the config stored in {path}")
             ranks = int(f.attrs["ranks"])
         except (KeyError, OSError) as exc:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None

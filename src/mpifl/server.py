@@ -7,16 +7,16 @@ only the round's record leaves it, as NumPy arrays, in :meth:`Screened.record_ar
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from collections.abc import Callable
-
-from . import aggregators, rules
+from . import rules
 from .config import ExperimentConfig, step_params
 from .guiding import GuidingGradients
+from .rules import diversefl
 from .screening import EXCLUDED, INVALID, row_norms, screen
 
 
@@ -82,12 +82,8 @@ class Server:
         guiding_norm = torch.full((n,), math.nan, device=z.device)
         if self.guiding is not None:
             dots, guiding_norm = self.guiding.compare(theta, z, sampled)
-            valid = flags == 0
-            c1, c2 = aggregators.similarity(dots, update_norm, guiding_norm)
-            c1 = torch.where(valid, c1, torch.zeros_like(c1))
-            c2 = torch.where(valid, c2, torch.full_like(c2, math.nan))
-            criteria = aggregators.diversefl_flags(c1, c2, guiding_norm, agg.eps1, agg.eps2)
-            flags = flags | torch.where(valid, criteria, torch.zeros_like(criteria))
+            c1, c2, bits = diversefl.criteria(dots, update_norm, guiding_norm, flags == 0, agg.eps1, agg.eps2)
+            flags = flags | bits
         return Screened(z, flags, c1, c2, update_norm, guiding_norm)
 
     def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor, round_: int) -> rules.Decision:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from .checkpoint import path_for
 from .config import ConfigError, ExperimentConfig, from_tree, load_tree
-from .metrics import open_for_reading
+from .metrics import finished_round, open_for_reading
 
 _KEYS = {"base", "out_dir", "set", "seeds", "grid"}
 
@@ -89,7 +89,7 @@ def status(point: Point) -> str:
         return "new"
     try:
         with open_for_reading(point.out) as f:
-            if int(f["model/round"][0]) == point.config.rounds:
+            if finished_round(f) == point.config.rounds:
                 return "finished"
     except (OSError, KeyError):
         pass

@@ -21,23 +21,22 @@ from typing import Callable, TextIO, TypeVar
 
 import numpy as np
 import torch
-import yaml
 
 from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .byzantine import ByzantineSchedule
-from .config import ConfigError, ExperimentConfig, step_params, to_yaml, validate_against_data
+from .config import ConfigError, ExperimentConfig, step_params, to_yaml, tree_from_yaml, validate_against_data
 from .data import datasets
 from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
 from .gradients import batched_grads, stack_padded
-from .guiding import GuidingGradients
 from .metrics import RoundRecord, RunWriter
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
 from .rng import Purpose, generator
-from .server import Server, needs_guiding
+from .rules import diversefl
 from .schedules import learning_rate
+from .server import Server, needs_guiding
 
 
 _T = TypeVar("_T")
@@ -100,25 +99,12 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
 
     server, test = None, None
     if place.is_server:
-        guiding = _guiding(cfg, flat, parts, ds, scaling) if needs_guiding(cfg) else None
+        guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling) if needs_guiding(cfg) else None
         root = _server_gradient(cfg, flat, ds, scaling) if getattr(rules.get("rule", cfg.aggregator.name),
                                                                      "needs_server_data", False) else None
         server = Server(cfg, guiding, root)
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, test, scaling)
-
-
-def _guiding(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds: datasets.Dataset,
-             scaling: datasets.Scaling) -> GuidingGradients:
-    """The samples M_j^0 each client shares once before training, drawn by the client's own seeded generator."""
-    xs, ys = [], []
-    for j, p in enumerate(parts):
-        s = fraction_size(len(p), cfg.aggregator.sample_size, cfg.aggregator.sample_fraction)
-        pick = torch.randperm(len(p), generator=generator(cfg.seed, Purpose.SAMPLE, 0, j))[:s]
-        idx = torch.from_numpy(p)[pick]
-        xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
-        ys.append(ds.train_y[idx].to(xs[-1].device))
-    return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
 
 
 def _server_gradient(cfg: ExperimentConfig, flat: FlatModel, ds: datasets.Dataset,
@@ -150,7 +136,7 @@ def _agreed(tp: transport_mod.Transport, step: Callable[[], _T]) -> _T:
 
 def _comparable(config_yaml: str) -> dict:
     """A config tree without what may change on resume: the round budget and where the data lives."""
-    tree = yaml.safe_load(config_yaml)
+    tree = tree_from_yaml(config_yaml, "the stored config")
     tree.pop("rounds")
     tree["data"].pop("root")
     return tree

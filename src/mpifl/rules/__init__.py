@@ -4,10 +4,10 @@ Importing this package registers the built-in ones; a researcher's own register 
 (``mpifl train --plugin FILE``) or package (entry-point group ``mpifl.rules``).
 """
 
-from . import bulyan, classic, clipping, dnc, filters, fltrust, geomed, krum, preaggregators, signguard
+from . import bulyan, classic, clipping, diversefl, dnc, fltrust, geomed, krum, preaggregators, signguard
 from .base import Decision, NoParams, PreAggregator, RoundView, Rule, TooFewUpdates
 from .registry import RegistryError, get, load_plugin, names, register
 
 __all__ = ["Decision", "NoParams", "PreAggregator", "RegistryError", "RoundView", "Rule", "TooFewUpdates", "bulyan",
-           "classic", "clipping", "dnc", "filters", "fltrust", "geomed", "get", "krum", "load_plugin", "names",
+           "classic", "clipping", "diversefl", "dnc", "fltrust", "geomed", "get", "krum", "load_plugin", "names",
            "preaggregators", "register", "signguard"]

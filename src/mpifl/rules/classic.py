@@ -1,4 +1,5 @@
-"""The paper's rules on the interface: Mean, OracleSGD, DiverseFL's average, Median, Noisy Median, TrMean, RSA.
+"""The paper's baselines on the interface: Mean, OracleSGD, Median, Noisy Median, TrMean, RSA (DiverseFL:
+:mod:`.diversefl`).
 
 Their arithmetic lives in :mod:`mpifl.aggregators` (coordinate-wise, in column bands); parameters keep their v0.1 keys
 (``aggregator.beta``, ``aggregator.delta``), which fill the fields of the same name in each rule's ``Params``.
@@ -36,14 +37,6 @@ class Mean(Rule):
     def aggregate(self, view: RoundView) -> Decision:
         direction = masked_mean(view.z, view.valid)
         return Decision(direction, view.valid.clone(), weights_of(view.valid))
-
-
-@register("rule", "diversefl")
-class DiverseFL(Mean):
-    """DiverseFL (eq. 13): the average of the updates its filter accepted; choosing it turns on the ``diversefl``
-    filter (:mod:`mpifl.rules.filters`), which decides what is usable."""
-
-    implies_filter: ClassVar[str] = "diversefl"
 
 
 @register("rule", "oracle")
