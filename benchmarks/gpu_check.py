@@ -3,8 +3,8 @@
     python benchmarks/gpu_check.py --data-root ../shared/data          # on a GPU node; under 5 minutes on one H100
     python benchmarks/gpu_check.py --device cpu --rounds 3 --vgg-rounds 1   # a dry run of the script without a GPU
 
-Cases: each config in configs/ (Figs. 2-6), Fig. 3 with every rule under sign flip, and DiverseFL and Median under
-every attack. Each case runs N rounds three ways: one process on the device, ``mpirun -n 5`` (four client ranks
+Cases: each config in configs/ (Figs. 2-6), Fig. 3 with every registered rule under sign flip, and DiverseFL and
+Median under every attack. Each case runs N rounds three ways: one process on the device, ``mpirun -n 5`` (four client ranks
 sharing the device; all cases in one MPI job, so torch starts once) and one process on the CPU. The table shows
 whether the accepted sets of 1 and 5 ranks are equal and how far their final theta is apart (mpifl computes every
 client in fixed-size chunks, padded alike on every rank, so the bits should agree), the accuracy on both devices and
@@ -33,11 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mpifl import config as config_mod  # noqa: E402
+from mpifl import config as config_mod, rules  # noqa: E402
 from mpifl.data import datasets  # noqa: E402
 from mpifl.data.fetch import write_idx  # noqa: E402
 
-RULES = ("diversefl", "oracle", "mean", "median", "trmean", "noisy_median", "rsa")
 ATTACKS = ("none", "class_flip", "sign_flip", "backdoor", "gaussian", "nan")
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
            "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
@@ -47,12 +46,12 @@ PHASES = ("client_compute", "guiding", "aggregation")
 def cases(rounds: int, vgg_rounds: int) -> list[dict]:
     """(name, config file, overrides) of every case."""
     out = []
-    for path in sorted((REPO / "configs").glob("fig*.yaml")):
+    for path in sorted((REPO / "configs").glob("fig*.yaml")):  # the paper's; the scale configs are memory checks
         n = vgg_rounds if "vgg" in path.name else rounds
         out.append({"name": path.stem, "config": str(path), "set": [f"rounds={n}", f"train.eval_every={n}"]})
     fig3 = str(REPO / "configs" / "fig3_mnist_mlp.yaml")
     short = [f"rounds={rounds}", f"train.eval_every={rounds}"]
-    for rule in RULES:
+    for rule in rules.names("rule"):
         out.append({"name": f"fig3 {rule} sign_flip", "config": fig3,
                     "set": [*short, f"aggregator.name={rule}"]})
     for rule in ("diversefl", "median"):
