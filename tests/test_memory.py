@@ -7,22 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
-from mpifl.data.fetch import write_idx
-
 from .conftest import REPO
 from .mpi_helpers import mpirun, train_cmd
+from .test_datasets import write_fake_mnist
 
 MB = 2**20
-
-
-def write_mnist_sized(root: Path) -> None:
-    """Random IDX files of MNIST's exact sizes: memory behaves as with the real files, wherever they are missing."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60000), ("t10k", 10000)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.sort(rng.integers(0, 10, n)).astype(np.uint8))
 
 
 @pytest.mark.mpi
@@ -31,7 +20,7 @@ def test_fig3_ranks_stay_under_a_memory_bound_v0_1_exceeded(tmp_path: Path):
     """v0.1 peaked at 1.30-1.43 GB on every rank of this run (each held the whole dataset, a float64 copy of it for
     the channel statistics, float shards, and torch.func's import of torch._dynamo); now a client rank holds its
     clients' uint8 shards. The bound is generous: torch's CUDA build alone is about 510 MB resident."""
-    write_mnist_sized(tmp_path / "data")
+    write_fake_mnist(tmp_path / "data", 60000, 10000)  # MNIST's sizes: memory behaves as with the real files
     out = tmp_path / "run.h5"
     done = mpirun(train_cmd(5, REPO / "configs" / "fig3_mnist_mlp.yaml", out, "--rounds", "3", "--set",
                             "train.eval_every=3", "--data-root", str(tmp_path / "data")), timeout=300)

@@ -294,7 +294,7 @@ def validate(cfg: ExperimentConfig) -> None:
     m = cfg.train.clients_per_round
     if m is not None and m > n:
         raise ConfigError(f"train.clients_per_round={m} exceeds clients={n}.")
-    if m is not None and getattr(_registered("aggregator.name", "rule", cfg.aggregator.name), "client_models", False):
+    if m is not None and _registered("aggregator.name", "rule", cfg.aggregator.name).client_models:
         raise ConfigError("train.clients_per_round needs every client every round under aggregator.name=rsa (its "
                           "clients update their model copies each round); leave it null.")
     if cfg.train.lr.warmup_rounds and cfg.train.lr.schedule != "step":

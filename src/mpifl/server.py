@@ -45,7 +45,7 @@ class Screened:
 
 def filter_name(cfg: ExperimentConfig) -> str | None:
     """The filter in front of the rule: ``aggregator.filter``, or the one the rule implies (DiverseFL's own)."""
-    return cfg.aggregator.filter or getattr(rules.get("rule", cfg.aggregator.name), "implies_filter", None)
+    return cfg.aggregator.filter or rules.get("rule", cfg.aggregator.name).implies_filter
 
 
 def needs_guiding(cfg: ExperimentConfig) -> bool:

@@ -100,22 +100,22 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     server, test = None, None
     if place.is_server:
         guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling) if needs_guiding(cfg) else None
-        root = _server_gradient(cfg, flat, ds, scaling) if getattr(rules.get("rule", cfg.aggregator.name),
-                                                                     "needs_server_data", False) else None
+        rule = rules.get("rule", cfg.aggregator.name)
+        root = _server_gradient(flat, ds, scaling, step_params(cfg.aggregator, rule).root_size, cfg.seed) \
+            if rule.needs_server_data else None
         server = Server(cfg, guiding, root)
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, test, scaling)
 
 
-def _server_gradient(cfg: ExperimentConfig, flat: FlatModel, ds: datasets.Dataset,
-                     scaling: datasets.Scaling) -> Callable[[torch.Tensor], torch.Tensor]:
+def _server_gradient(flat: FlatModel, ds: datasets.Dataset, scaling: datasets.Scaling, size: int,
+                     seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """θ → the gradient on the server's own root dataset (FLTrust): ``aggregator.params.root_size`` training points
     drawn uniformly by the seed, held by rank 0 only."""
-    size = int(step_params(cfg.aggregator, rules.get("rule", cfg.aggregator.name)).root_size)
     if not 0 < size <= len(ds.train_y):
         raise ConfigError(f"aggregator.params.root_size={size} must be between 1 and the {len(ds.train_y)} training "
                           "points.")
-    pick = torch.randperm(len(ds.train_y), generator=generator(cfg.seed, Purpose.ROOT))[:size]
+    pick = torch.randperm(len(ds.train_y), generator=generator(seed, Purpose.ROOT))[:size]
     x, y, w = stack_padded([scaling(ds.train_x[pick].to(scaling.mean.device))], [ds.train_y[pick].to(
         scaling.mean.device)])
     return lambda theta: batched_grads(flat, theta, x, y, w, 1)[0]

@@ -17,8 +17,7 @@ def make_clients(cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientDat
     """The block of clients a rank hosts, of the kind the configured rule needs; ``batch_length`` is the longest
     mini-batch of any client (every rank pads to it, see :mod:`mpifl.gradients`); ``scaling`` turns a batch of stored
     uint8 images into model inputs."""
-    keeps_models = getattr(rules.get("rule", cfg.aggregator.name), "client_models", False)
-    cls = RsaClients if keeps_models else GradientClients
+    cls = RsaClients if rules.get("rule", cfg.aggregator.name).client_models else GradientClients
     return cls(cfg, flat, clients, num_classes, theta0, batch_length, scaling)
 
 

@@ -33,7 +33,7 @@ class GradientClients:
         self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
         self.ids = [c.client for c in clients]
         self.batch_length, self.scaling = batch_length, scaling
-        self.noisy = getattr(rules.get("rule", cfg.aggregator.name), "client_noise", False)  # Noisy Median
+        self.noisy = rules.get("rule", cfg.aggregator.name).client_noise  # Noisy Median
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
 
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:

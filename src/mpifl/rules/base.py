@@ -58,6 +58,9 @@ class Rule:
     Params: ClassVar[type] = NoParams
     needs_truth: ClassVar[bool] = False  # OracleSGD only
     needs_server_data: ClassVar[bool] = False  # FLTrust: RoundView.server_gradient is provided
+    implies_filter: ClassVar[str | None] = None  # DiverseFL: the filter choosing the rule turns on
+    client_noise: ClassVar[bool] = False  # Noisy Median: honest clients add N(0, sigma²) before upload
+    client_models: ClassVar[bool] = False  # RSA: clients keep and upload model copies
 
     def __init__(self, params: object, n: int) -> None:
         self.params, self.n = params, n

@@ -17,7 +17,6 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -68,7 +67,7 @@ class NoisyMedian(Median):
     """Noisy Median [11]: honest clients add N(0, sigma²) noise before upload (``aggregator.sigma``), the server takes
     the coordinate-wise median."""
 
-    client_noise: ClassVar[bool] = True
+    client_noise = True
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class Rsa(Rule):
     """RSA [12]: clients keep model copies and upload them; the server steps along delta sum_j sign(θ − θ_j) (eq. 7)."""
 
     Params = RsaParams
-    client_models: ClassVar[bool] = True
+    client_models = True
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):

@@ -11,7 +11,7 @@ averages the accepted updates (eq. 13); ``aggregator.filter: diversefl`` puts th
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -85,4 +85,4 @@ class DiverseFLFilter:
 class DiverseFL(Mean):
     """DiverseFL (eq. 13): the average of the updates its filter accepted; choosing it turns the filter on."""
 
-    implies_filter: ClassVar[str] = "diversefl"
+    implies_filter = "diversefl"
