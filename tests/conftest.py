@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from mpifl.config import ExperimentConfig, from_tree
 
@@ -51,3 +52,17 @@ def real_mnist() -> Path:
     if root is None:
         pytest.skip(f"real MNIST not found (looked in $MPIFL_DATA_ROOT and {SHARED_DATA})")
     return root
+
+
+class FixedGuiding:
+    """Stands in for :class:`mpifl.guiding.GuidingGradients`: the same guiding matrix [n, d] every round."""
+
+    def __init__(self, g: torch.Tensor) -> None:
+        self.g = g
+
+    def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
+                adjust=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+        dots, norms = (self.g * z).sum(dim=1), torch.linalg.vector_norm(self.g, dim=1)
+        if adjust is not None:
+            z[:] = adjust(z, self.g)
+        return dots, norms, self.g.sum(dim=0)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import torch
 
 
-
 def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor, slice], torch.Tensor],
                elements: int = 1 << 26) -> torch.Tensor:
     """A column-wise rule on the selected rows of ``z``, one band of columns at a time: ``rule(z[rows][:, cols],
@@ -24,7 +23,7 @@ def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor
     d = z.shape[1]
     width = max(1, elements // max(1, int(rows.sum())))
     if width >= d:
-        return rule(z[rows], slice(0, d))
+        return rule(z if bool(rows.all()) else z[rows], slice(0, d))  # every row: no copy of Z
     out = torch.empty(d, dtype=z.dtype, device=z.device)
     for start in range(0, d, width):
         band = slice(start, min(start + width, d))

@@ -32,7 +32,6 @@ MODELS = ("softmax", "mlp", "vgg11_gn")
 INITS = ("glorot", "zeros")
 SCHEDULES = ("constant", "inv_sqrt", "step")
 BYZANTINE_MODELS = ("none", "random", "fixed", "markov")
-ATTACKS = ("none", "class_flip", "sign_flip", "backdoor", "gaussian", "nan")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -150,17 +149,28 @@ class ByzantineConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """What a Byzantine client sends. ``backdoor`` relabels ``source`` as ``target`` in its batch and scales its
-    update by ``scale``; ``gaussian`` sends N(0, sigma^2) noise; ``nan`` sends NaN (a crashed or malicious client)."""
+    """What a Byzantine client sends. Client-side attacks (:data:`mpifl.attacks.CLIENT_ATTACKS`): ``backdoor``
+    relabels ``source`` as ``target`` in its batch and scales its update by ``scale``; ``gaussian`` sends N(0, sigma^2)
+    noise; ``nan`` sends NaN (a crashed or malicious client). Any other name is a registered rank-0 attack
+    (:mod:`mpifl.attacks`) with its parameters in ``params`` and the attacker's ``knowledge`` of DiverseFL's guiding
+    gradients (``realistic`` or ``white_box``)."""
 
     name: str = "sign_flip"
     scale: float = 4.0
     source: int = 4
     target: int = 9
     sigma: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    knowledge: str = "white_box"
 
     def __post_init__(self) -> None:
-        _choice("attack.name", self.name, ATTACKS)
+        from .attacks import CLIENT_ATTACKS, KNOWLEDGE
+
+        if self.name not in CLIENT_ATTACKS:
+            attack_params(self)
+        elif self.params:
+            raise ConfigError(f"attack.params is for rank-0 attacks; attack.name={self.name!r} takes none.")
+        _choice("attack.knowledge", self.knowledge, KNOWLEDGE)
         _positive("attack.scale", self.scale)
         _positive("attack.sigma", self.sigma)
         _positive("attack.source", self.source, strict=False)
@@ -169,12 +179,12 @@ class AttackConfig:
 
 def _registered(key: str, kind: str, value: str) -> type:
     """The implementation registered under ``value`` (mpifl.rules), or a ConfigError naming the choices."""
-    from . import rules
+    from . import attacks, rules
 
     try:
         return rules.get(kind, value)
     except rules.RegistryError:
-        choices = rules.names(kind)
+        choices = rules.names(kind) if kind != "attack" else (*attacks.CLIENT_ATTACKS, *rules.names(kind))
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}.{hint}") from None
@@ -271,6 +281,12 @@ def step_params(agg: AggregatorConfig, cls: type) -> Any:
     return _build(cls.Params, chosen, prefix="aggregator.params.")
 
 
+def attack_params(attack: AttackConfig) -> Any:
+    """The ``Params`` of a rank-0 attack from ``attack.params`` (unknown keys and wrong types are config errors)."""
+    cls = _registered("attack.name", "attack", attack.name)
+    return _build(cls.Params, attack.params, prefix="attack.params.")
+
+
 def _exactly_one(section: str, a: str, va: Any, b: str, vb: Any) -> None:
     if (va is None) == (vb is None):
         raise ConfigError(f"set exactly one of {section}.{a} and {section}.{b} (the other null).")
@@ -289,6 +305,9 @@ def validate(cfg: ExperimentConfig) -> None:
         bad = [c for c in byz.clients if not 0 <= c < n]
         if bad or len(set(byz.clients)) != len(byz.clients):
             raise ConfigError(f"byzantine.clients={byz.clients} must be distinct client ids in 0..{n - 1}.")
+    if cfg.attack.name == "sleeper" and byz.model != "fixed":
+        raise ConfigError("attack.name=sleeper needs byzantine.model=fixed: a sleeper hands the server its poisoned "
+                          "sample once, before training, so the same clients must stay Byzantine.")
     if cfg.attack.name == "backdoor" and cfg.attack.source == cfg.attack.target:
         raise ConfigError("attack.source and attack.target must differ for a backdoor.")
     m = cfg.train.clients_per_round
@@ -369,7 +388,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean {prefix}{close[0]}?" if close else f" Known keys: {', '.join(names)}."
+            hint = f" Did you mean {prefix}{close[0]}?" if close else \
+                (f" Known keys: {', '.join(names)}." if names else " It takes no parameters.")
             raise ConfigError(f"unknown key {prefix}{key}.{hint}")
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in values.items()}
     return cls(**kwargs)

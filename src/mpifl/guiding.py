@@ -7,6 +7,8 @@ MLP that matrix alone would be 8 GB.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .gradients import batched_grads, chunks, stack_padded
@@ -20,17 +22,32 @@ class GuidingGradients:
         self.flat, self.chunk = flat, chunk
         self.x, self.y, self.w = stack_padded(xs, ys)
 
-    def compare(self, theta: torch.Tensor, z: torch.Tensor,
-                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def gradients(self, theta: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
+        """[b, d] guiding gradients of the clients with the given indices (a white-box attacker's knowledge)."""
+        j = clients.to(self.x.device)
+        return batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
+
+    def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
+                adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
-        None) and NaN for the others, whose guiding gradients are not computed."""
+        None) and NaN for the others, whose guiding gradients are not computed; and the sum of the computed g~_j [d].
+
+        ``adjust(z_rows, g_rows)``, when given, returns replacement rows computed from each chunk's updates and
+        guiding gradients (after the criteria are taken from the rows as received): rules that reshape updates with
+        their guiding gradients do it here, a chunk at a time, so the guiding matrix is still never held whole.
+        """
         n = self.x.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)
         norms = torch.full_like(dots, float("nan"))
+        total = torch.zeros(z.shape[1], dtype=torch.float32, device=z.device)
         picked = torch.arange(n, device=z.device) if rows is None else rows.nonzero().flatten()
         for part in chunks(len(picked), self.chunk):
             j = picked[part]
             g = batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
             dots[j] = (g * z[j]).sum(dim=1)
             norms[j] = torch.linalg.vector_norm(g, dim=1)
-        return dots, norms
+            total += g.sum(dim=0)
+            if adjust is not None:
+                z[j] = adjust(z[j], g)
+        return dots, norms, total

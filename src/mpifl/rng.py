@@ -24,6 +24,7 @@ class Purpose(enum.IntEnum):
     PARTICIPATION = 8
     RULE = 9  # a rule's or pre-aggregator's own draws (bucketing, DnC), keyed by round
     ROOT = 10  # the server's root dataset (FLTrust)
+    COLLUSION = 11  # a rank-0 (colluding) attack's draws, keyed by round
 
 
 def seed_for(seed: int, purpose: Purpose, round_: int = 0, client: int = 0) -> int:

@@ -30,6 +30,7 @@ class Screened:
     c2: torch.Tensor  # [n] float, nan where not computed
     update_norm: torch.Tensor  # [n] float, ||z_j|| as received (nan/inf kept)
     guiding_norm: torch.Tensor  # [n] float, nan where not computed
+    guiding_sum: torch.Tensor | None  # [d] sum of the computed guiding gradients (None: none computed)
 
     @property
     def valid(self) -> torch.Tensor:
@@ -80,29 +81,32 @@ class Server:
         c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
         c2 = torch.full((n,), math.nan, device=z.device)
         guiding_norm = torch.full((n,), math.nan, device=z.device)
+        guiding_sum = None
         if self.guiding is not None:
-            dots, guiding_norm = self.guiding.compare(theta, z, sampled)
+            reshape = self.rule.reshape if self.rule.reshapes_updates else None
+            dots, guiding_norm, guiding_sum = self.guiding.compare(theta, z, sampled, reshape)
             c1, c2, bits = diversefl.criteria(dots, update_norm, guiding_norm, flags == 0, agg.eps1, agg.eps2)
             flags = flags | bits
-        return Screened(z, flags, c1, c2, update_norm, guiding_norm)
+        return Screened(z, flags, c1, c2, update_norm, guiding_norm, guiding_sum)
 
     def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor, round_: int) -> rules.Decision:
         """Filter, pre-aggregate, apply the rule. ``byzantine`` (the simulator's ground truth, any device) reaches
         only a rule that declares ``needs_truth`` (OracleSGD)."""
         z = screened.clean
-        usable = screened.valid & (screened.flags == 0) if self.filtering else screened.valid
+        rejecting = 0xFF & ~self.rule.tolerated_flags
+        usable = screened.valid & ((screened.flags & rejecting) == 0) if self.filtering else screened.valid
         try:
-            return self._apply(z, usable, theta, byzantine, round_)
+            return self._apply(z, usable, theta, byzantine, round_, screened)
         except rules.TooFewUpdates:  # e.g. Krum with k <= 2f + 2 usable updates this round: no step, nobody used
             nobody = torch.zeros_like(usable)
             return rules.Decision(None, nobody, torch.zeros(usable.shape, device=z.device))
 
     def _apply(self, z: torch.Tensor, usable: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor,
-               round_: int) -> rules.Decision:
+               round_: int, screened: Screened) -> rules.Decision:
         truth = byzantine.to(z.device) if self.rule.needs_truth else None
         if not self.pre:
             return self.rule.aggregate(rules.RoundView(z, usable, theta, round_, self.cfg.seed, self.server_gradient,
-                                                       truth))
+                                                       truth, screened.guiding_sum, screened.guiding_norm))
         rows = z[usable]
         for step in self.pre:
             rows = step.transform(rows, round_, self.cfg.seed)

@@ -24,6 +24,8 @@ import torch
 
 from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
+from .attacks import CLIENT_ATTACKS
+from .attacks.adversary import Adversary
 from .byzantine import ByzantineSchedule
 from .config import ConfigError, ExperimentConfig, step_params, to_yaml, tree_from_yaml, validate_against_data
 from .data import datasets
@@ -68,6 +70,7 @@ class _Setup:
     clients: GradientClients
     schedule: ByzantineSchedule
     server: Server | None
+    adversary: Adversary | None  # rank 0, under a rank-0 (colluding) attack
     test: tuple[torch.Tensor, torch.Tensor] | None  # uint8 images, labels
     scaling: datasets.Scaling
 
@@ -97,15 +100,20 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
     schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
 
-    server, test = None, None
+    server, adversary, test = None, None, None
     if place.is_server:
-        guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling) if needs_guiding(cfg) else None
+        colluding = cfg.attack.name not in CLIENT_ATTACKS
+        white_box = colluding and rules.get("attack", cfg.attack.name).needs_guiding \
+            and cfg.attack.knowledge == "white_box"
+        guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling, ds.num_classes) \
+            if needs_guiding(cfg) or white_box else None
         rule = rules.get("rule", cfg.aggregator.name)
         root = _server_gradient(flat, ds, scaling, step_params(cfg.aggregator, rule).root_size, cfg.seed) \
             if rule.needs_server_data else None
-        server = Server(cfg, guiding, root)
+        server = Server(cfg, guiding if needs_guiding(cfg) else None, root)
+        adversary = Adversary(cfg, guiding) if colluding else None
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
-    return _Setup(place, flat, theta, clients, schedule, server, test, scaling)
+    return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling)
 
 
 def _server_gradient(flat: FlatModel, ds: datasets.Dataset, scaling: datasets.Scaling, size: int,
@@ -310,6 +318,9 @@ class _RoundLoop:
         rank's [peak RSS, peak GPU memory] in bytes."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
+        if self.s.adversary is not None:
+            self.s.adversary.corrupt(z, theta, byzantine, sampled, r)
+            clock.lap("gather")  # the attack stands in for the Byzantine clients' upload
         screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None)
         clock.lap("guiding")
         decision = server.decide(screened, theta, byzantine, r)

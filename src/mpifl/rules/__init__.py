@@ -4,10 +4,11 @@ Importing this package registers the built-in ones; a researcher's own register 
 (``mpifl train --plugin FILE``) or package (entry-point group ``mpifl.rules``).
 """
 
-from . import bulyan, classic, clipping, diversefl, dnc, fltrust, geomed, krum, preaggregators, signguard
+from . import (bulyan, classic, clipping, diversefl, diversefl_plus, dnc, fltrust, geomed, krum, preaggregators,
+               signguard)
 from .base import Decision, NoParams, PreAggregator, RoundView, Rule, TooFewUpdates
 from .registry import RegistryError, get, load_plugin, names, register
 
 __all__ = ["Decision", "NoParams", "PreAggregator", "RegistryError", "RoundView", "Rule", "TooFewUpdates", "bulyan",
-           "classic", "clipping", "diversefl", "dnc", "fltrust", "geomed", "get", "krum", "load_plugin", "names",
-           "preaggregators", "register", "signguard"]
+           "classic", "clipping", "diversefl", "diversefl_plus", "dnc", "fltrust", "geomed", "get", "krum",
+           "load_plugin", "names", "preaggregators", "register", "signguard"]

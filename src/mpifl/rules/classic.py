@@ -1,7 +1,8 @@
 """The paper's baselines on the interface: Mean, OracleSGD, Median, Noisy Median, TrMean, RSA (DiverseFL:
 :mod:`.diversefl`).
 
-Their arithmetic lives in :mod:`mpifl.aggregators` (coordinate-wise, in column bands); parameters keep their v0.1 keys
+Their arithmetic lives in :mod:`mpifl.aggregators` (coordinate-wise, in column bands), the median's and trimmed
+mean's fast, bit-identical kernels in :mod:`.coordinatewise`; parameters keep their v0.1 keys
 (``aggregator.beta``, ``aggregator.delta``), which fill the fields of the same name in each rule's ``Params``.
 
 References
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import by_columns, coordinate_median, masked_mean, rsa_direction, trimmed_mean
+from ..aggregators import by_columns, masked_mean, rsa_direction
+from . import coordinatewise
 from .base import Decision, RoundView, Rule, undefined_weights, weights_of
 from .registry import register
 
@@ -58,7 +60,7 @@ class Median(Rule):
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
             return _empty(view)
-        direction = by_columns(view.z, view.valid, lambda rows, cols: coordinate_median(rows))
+        direction = coordinatewise.median(view.z, view.valid)
         return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))
 
 
@@ -84,8 +86,7 @@ class TrimmedMean(Rule):
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
             return _empty(view)
-        beta = self.params.beta
-        direction = by_columns(view.z, view.valid, lambda rows, cols: trimmed_mean(rows, beta))
+        direction = coordinatewise.trimmed_mean(view.z, view.valid, self.params.beta)
         return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))
 
 

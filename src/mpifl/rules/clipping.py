@@ -41,7 +41,7 @@ def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
         differences = rows - v
         norms = torch.linalg.vector_norm(differences, dim=1)
         factors = torch.where(norms > tau, tau / norms, 1.0)  # norms > tau ≥ 0: no division by zero
-        v = v + (factors[:, None] * differences).sum(dim=0) / k
+        v = v + differences.mul_(factors[:, None]).sum(dim=0) / k  # in place: one [k, d] temporary, not two
         pulls = factors / k
         shares = shares * (1 - pulls.sum()) + pulls
     return v, shares
@@ -77,7 +77,8 @@ class CenteredClipping(Rule):
                              f"the updates have {d} coordinates.")
         else:
             v = self._momentum.to(device)
-        v, shares = centered_clip(view.z[index], v, self.params.tau, self.params.iterations)
+        rows = view.z if index.shape[0] == n else view.z[index]  # all usable: no copy of Z
+        v, shares = centered_clip(rows, v, self.params.tau, self.params.iterations)
         self._momentum = v
         weight = torch.zeros(n, device=device)
         weight[index] = shares

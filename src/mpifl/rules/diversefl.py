@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..attacks.client import poison_labels
 from ..data.partition import fraction_size
 from ..guiding import GuidingGradients
 from ..models import FlatModel
@@ -30,16 +31,19 @@ if TYPE_CHECKING:
 
 
 def guiding_samples(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarray], ds: Dataset,
-                    scaling: Scaling) -> GuidingGradients:
+                    scaling: Scaling, num_classes: int) -> GuidingGradients:
     """The samples M_j^0 each client shares once before training, drawn by the client's own seeded generator, so
-    rank 0 holds exactly what client j would send (rows of the memory-mapped dataset, no transfer)."""
+    rank 0 holds exactly what client j would send (rows of the memory-mapped dataset, no transfer). Under the
+    ``sleeper`` attack the fixed Byzantine clients hand over their sample with poisoned labels."""
+    sleepers = set(cfg.byzantine.clients) if cfg.attack.name == "sleeper" else set()
     xs, ys = [], []
     for j, p in enumerate(parts):
         s = fraction_size(len(p), cfg.aggregator.sample_size, cfg.aggregator.sample_fraction)
         pick = torch.randperm(len(p), generator=generator(cfg.seed, Purpose.SAMPLE, 0, j))[:s]
         idx = torch.from_numpy(p)[pick]
         xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
-        ys.append(ds.train_y[idx].to(xs[-1].device))
+        y = ds.train_y[idx].to(xs[-1].device)
+        ys.append(poison_labels(y, cfg.attack, num_classes) if j in sleepers else y)
     return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
 
 
@@ -81,8 +85,20 @@ class DiverseFLFilter:
     the server's screening."""
 
 
+def passes(z: torch.Tensor, guiding: torch.Tensor, eps1: float, eps2: float) -> torch.Tensor:
+    """[k] bool: rows of ``z`` that pass DiverseFL's test against the rows of ``guiding`` (eqs. 11-12)."""
+    dots = (z * guiding).sum(dim=1)
+    norms = torch.linalg.vector_norm(guiding, dim=1)
+    c1, c2 = similarity(dots, torch.linalg.vector_norm(z, dim=1), norms)
+    return diversefl_flags(c1, c2, norms, eps1, eps2) == 0
+
+
 @register("rule", "diversefl")
 class DiverseFL(Mean):
     """DiverseFL (eq. 13): the average of the updates its filter accepted; choosing it turns the filter on."""
 
     implies_filter = "diversefl"
+
+    def client_test(self, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
+                    eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return passes(z, guiding, eps1, eps2), z

@@ -39,8 +39,9 @@ def weiszfeld(rows: torch.Tensor, iterations: int, tolerance: float, nu: float) 
     nothing cancels.
     """
     v = torch.zeros(rows.shape[1], dtype=rows.dtype, device=rows.device)
+    differences = torch.empty_like(rows)  # one [k, d] buffer for every step, not a fresh allocation per step
     for _ in range(iterations):
-        weights = 1 / torch.linalg.vector_norm(rows - v, dim=1).clamp_min(nu)
+        weights = 1 / torch.linalg.vector_norm(torch.sub(rows, v, out=differences), dim=1).clamp_min(nu)
         weights = weights / weights.sum()
         v, previous = weights @ rows, v
         if bool(torch.linalg.vector_norm(v - previous) <= tolerance * torch.linalg.vector_norm(v)):
@@ -70,7 +71,8 @@ class GeometricMedian(Rule):
         if index.shape[0] == 0:
             return Decision(None, view.valid.clone(), torch.zeros(n, device=device))
         p = self.params
-        direction, shares = weiszfeld(view.z[index], p.iterations, p.tolerance, p.nu)
+        rows = view.z if index.shape[0] == n else view.z[index]  # all usable: no copy of Z
+        direction, shares = weiszfeld(rows, p.iterations, p.tolerance, p.nu)
         weight = torch.zeros(n, device=device)
         weight[index] = shares
         return Decision(direction, view.valid.clone(), weight)

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-KINDS = ("rule", "pre", "filter")
+KINDS = ("rule", "pre", "filter", "attack")
 ENTRY_POINT_GROUP = "mpifl.rules"
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 _entry_points_loaded = False

@@ -1,0 +1,70 @@
+"""The rules x attacks table of a sweep's HDF5 files: final test accuracy per rule and attack, and each rule's worst
+case over the attacks; prints Markdown.
+
+    mpifl sweep configs/sweeps/attacks_fig3.yaml --local
+    python benchmarks/robustness_table.py "runs/attacks_fig3/*.h5"
+
+An attack's column is its name plus what distinguishes it within the sweep (``search``, ``realistic``); unfinished
+runs show their last evaluation with the round in brackets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+
+def column(config: dict) -> str:
+    attack = config["attack"]
+    name = attack["name"]
+    params = attack.get("params") or {}
+    extra = [f"{k}={v}" for k, v in params.items()]
+    if attack.get("knowledge", "white_box") != "white_box" and name not in ("none", "class_flip", "sign_flip"):
+        extra.append(attack["knowledge"])
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def read(path: Path) -> tuple[str, str, float, int]:
+    with h5py.File(path, "r", swmr=True) as f:
+        config = yaml.safe_load(f.attrs["config"])
+        accuracy, rounds = f["test_accuracy"][:], f["round"][:]
+    evaluated = ~np.isnan(accuracy)
+    last = int(np.flatnonzero(evaluated)[-1]) if evaluated.any() else -1
+    return (config["aggregator"]["name"], column(config), float(accuracy[last]) if last >= 0 else float("nan"),
+            int(rounds[last]) if last >= 0 else 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pattern", help="quoted glob of HDF5 run files")
+    args = parser.parse_args()
+    cells: dict[tuple[str, str], tuple[float, int]] = {}
+    rules, attacks = [], []
+    for path in sorted(glob.glob(args.pattern)):
+        rule, attack, accuracy, round_ = read(Path(path))
+        cells[(rule, attack)] = (accuracy, round_)
+        rules += [rule] if rule not in rules else []
+        attacks += [attack] if attack not in attacks else []
+    rounds = max((r for _, r in cells.values()), default=0)
+    print("| rule | " + " | ".join(attacks) + " | worst (attack) |")
+    print("|---" * (len(attacks) + 2) + "|")
+    for rule in rules:
+        row, worst = [], (float("inf"), "")
+        for attack in attacks:
+            if (rule, attack) not in cells:
+                row.append("–")
+                continue
+            accuracy, round_ = cells[(rule, attack)]
+            row.append(f"{accuracy:.3f}" + (f" ({round_})" if round_ != rounds else ""))
+            if attack != "none" and accuracy < worst[0]:
+                worst = (accuracy, attack)
+        print(f"| `{rule}` | " + " | ".join(row) + f" | {worst[0]:.3f} ({worst[1]}) |")
+
+
+if __name__ == "__main__":
+    main()
