@@ -4,8 +4,9 @@ case over the attacks; prints Markdown.
     mpifl sweep configs/sweeps/attacks_fig3.yaml --local
     python benchmarks/robustness_table.py "runs/attacks_fig3/*.h5"
 
-An attack's column is its name plus what distinguishes it within the sweep (``search``, ``realistic``); unfinished
-runs show their last evaluation with the round in brackets.
+An attack's column is its name plus what distinguishes it within the sweep (``search``, ``realistic``); a run that
+has not reached ``--round`` (default: the furthest any run reached) shows its last evaluation with its round in
+brackets.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def column(config: dict) -> str:
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
-def read(path: Path) -> tuple[str, str, float, int]:
+def read(path: Path, at: int | None) -> tuple[str, str, float, int]:
+    """(rule, attack column, test accuracy at round ``at`` or the last evaluation before it, that round)."""
     with h5py.File(path, "r", swmr=True) as f:
         config = yaml.safe_load(f.attrs["config"])
         accuracy, rounds = f["test_accuracy"][:], f["round"][:]
-    evaluated = ~np.isnan(accuracy)
+    evaluated = ~np.isnan(accuracy) & (rounds <= (at if at is not None else rounds.max(initial=0)))
     last = int(np.flatnonzero(evaluated)[-1]) if evaluated.any() else -1
     return (config["aggregator"]["name"], column(config), float(accuracy[last]) if last >= 0 else float("nan"),
             int(rounds[last]) if last >= 0 else 0)
@@ -42,15 +44,16 @@ def read(path: Path) -> tuple[str, str, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pattern", help="quoted glob of HDF5 run files")
+    parser.add_argument("--round", type=int, default=None, help="the round to tabulate (default: the last)")
     args = parser.parse_args()
     cells: dict[tuple[str, str], tuple[float, int]] = {}
     rules, attacks = [], []
     for path in sorted(glob.glob(args.pattern)):
-        rule, attack, accuracy, round_ = read(Path(path))
+        rule, attack, accuracy, round_ = read(Path(path), args.round)
         cells[(rule, attack)] = (accuracy, round_)
         rules += [rule] if rule not in rules else []
         attacks += [attack] if attack not in attacks else []
-    rounds = max((r for _, r in cells.values()), default=0)
+    rounds = args.round or max((r for _, r in cells.values()), default=0)
     print("| rule | " + " | ".join(attacks) + " | worst (attack) |")
     print("|---" * (len(attacks) + 2) + "|")
     for rule in rules:
