@@ -11,9 +11,15 @@ from mpifl.attacks import AttackView, RuleFacts
 from mpifl.attacks.adaptive import AdaptiveDiverseFL, Params, construct
 from mpifl.attacks.adversary import Adversary
 from mpifl.config import ConfigError
-from mpifl.rules.diversefl import passes
+from mpifl.rules.diversefl import client_test
 
 from .conftest import small_config
+
+
+def passes(z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
+    """DiverseFL's published test with eps = (0.5, 2)."""
+    diversefl = rules.get("rule", "diversefl")
+    return client_test(diversefl(diversefl.Params(), len(z)), z, guiding, 0.5, 2.0)[0]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -31,7 +37,7 @@ def test_construction_passes_diversefl_with_the_chosen_cosine_and_length_and_opp
     z = construct(guiding, mean, cosine=0.1, ratio=1.5)
     torch.testing.assert_close(cosine(z, guiding), torch.tensor([0.1, 0.1]))
     torch.testing.assert_close(torch.linalg.vector_norm(z, dim=1), torch.tensor([4.5, 3.0]))
-    assert passes(z, guiding, 0.5, 2.0).tolist() == [True, True]  # C1 = 1 and eps1 < C2 = 1.5 < eps2
+    assert passes(z, guiding).tolist() == [True, True]  # C1 = 1 and eps1 < C2 = 1.5 < eps2
     # row 0: u = e1, m - (m.u)u = (0, 1, 1) → v = -(0, 1, 1)/sqrt(2); z = 4.5 (0.1 e1 + sqrt(0.99) v)
     s = 4.5 * math.sqrt(0.99) / math.sqrt(2)
     torch.testing.assert_close(z[0], torch.tensor([0.45, -s, -s]))
@@ -55,8 +61,8 @@ def test_published_diversefl_accepts_the_adaptive_rows_and_diversefl_plus_bounds
     guiding, honest = torch.randn(3, 40), torch.randn(6, 40) + 1.0
     plus = rules.get("rule", "diversefl_plus")(rules.get("rule", "diversefl_plus").Params(), 9)
     rows = AdaptiveDiverseFL(Params()).forge(view(guiding, honest))
-    assert passes(rows, guiding, 0.5, 2.0).all()
-    accepted, used = plus.client_test(rows, guiding, 0.5, 2.0)
+    assert passes(rows, guiding).all()
+    accepted, used = client_test(plus, rows, guiding, 0.5, 2.0)
     assert accepted.all()
     # the cone (kappa = 1): what is left of each row lies within 45 degrees of its guiding gradient
     assert (cosine(used, guiding) >= 1 / math.sqrt(2) - 1e-5).all()
@@ -70,7 +76,7 @@ def test_search_finds_a_row_the_rule_accepts_and_that_hurts_at_least_as_much_as_
     plus = plus_cls(plus_cls.Params(), 12)
 
     def test(z, g):  # type: ignore[no-untyped-def]
-        return plus.client_test(z, g, 0.5, 2.0)
+        return client_test(plus, z, g, 0.5, 2.0)
 
     mean = honest.mean(dim=0)
     searched = AdaptiveDiverseFL(Params(search=True)).forge(view(guiding, honest, test))

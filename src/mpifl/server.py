@@ -93,8 +93,9 @@ class Server:
         """Filter, pre-aggregate, apply the rule. ``byzantine`` (the simulator's ground truth, any device) reaches
         only a rule that declares ``needs_truth`` (OracleSGD)."""
         z = screened.clean
-        rejecting = 0xFF & ~self.rule.tolerated_flags
-        usable = screened.valid & ((screened.flags & rejecting) == 0) if self.filtering else screened.valid
+        usable = screened.valid
+        if self.filtering:
+            usable = usable & diversefl.accepted_by(self.rule, screened.flags)
         try:
             return self._apply(z, usable, theta, byzantine, round_, screened)
         except rules.TooFewUpdates:  # e.g. Krum with k <= 2f + 2 usable updates this round: no step, nobody used
@@ -106,7 +107,7 @@ class Server:
         truth = byzantine.to(z.device) if self.rule.needs_truth else None
         if not self.pre:
             return self.rule.aggregate(rules.RoundView(z, usable, theta, round_, self.cfg.seed, self.server_gradient,
-                                                       truth, screened.guiding_sum, screened.guiding_norm))
+                                                       truth, screened.guiding_sum))
         rows = z[usable]
         for step in self.pre:
             rows = step.transform(rows, round_, self.cfg.seed)

@@ -25,7 +25,7 @@ import torch
 from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .attacks import CLIENT_ATTACKS
-from .attacks.adversary import Adversary
+from .attacks.adversary import Adversary, needs_server_samples
 from .byzantine import ByzantineSchedule
 from .config import ConfigError, ExperimentConfig, step_params, to_yaml, tree_from_yaml, validate_against_data
 from .data import datasets
@@ -102,16 +102,13 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
 
     server, adversary, test = None, None, None
     if place.is_server:
-        colluding = cfg.attack.name not in CLIENT_ATTACKS
-        white_box = colluding and rules.get("attack", cfg.attack.name).needs_guiding \
-            and cfg.attack.knowledge == "white_box"
         guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling, ds.num_classes) \
-            if needs_guiding(cfg) or white_box else None
+            if needs_guiding(cfg) or needs_server_samples(cfg) else None
         rule = rules.get("rule", cfg.aggregator.name)
         root = _server_gradient(flat, ds, scaling, step_params(cfg.aggregator, rule).root_size, cfg.seed) \
             if rule.needs_server_data else None
         server = Server(cfg, guiding if needs_guiding(cfg) else None, root)
-        adversary = Adversary(cfg, guiding) if colluding else None
+        adversary = Adversary(cfg, guiding) if cfg.attack.name not in CLIENT_ATTACKS else None
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling)
 

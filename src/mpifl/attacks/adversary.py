@@ -12,7 +12,17 @@ from .. import rules
 from ..config import ExperimentConfig, attack_params, step_params
 from ..guiding import GuidingGradients
 from ..rng import Purpose, generator
+from ..rules import diversefl
 from .base import AttackView, ColludingAttack, RuleFacts
+from .client import CLIENT_ATTACKS
+
+
+def needs_server_samples(cfg: ExperimentConfig) -> bool:
+    """Whether a rank-0 attack reads the server's guiding gradients (white box): rank 0 then builds the samples even
+    for a rule that does not use them."""
+    if cfg.attack.name in CLIENT_ATTACKS:
+        return False
+    return rules.get("attack", cfg.attack.name).needs_guiding and cfg.attack.knowledge == "white_box"
 
 
 class Adversary:
@@ -24,17 +34,16 @@ class Adversary:
         self.attack: ColludingAttack = cls(attack_params(cfg.attack))
         rule_cls = rules.get("rule", cfg.aggregator.name)
         self.rule = rule_cls(step_params(cfg.aggregator, rule_cls), cfg.clients)
-        self.white_box = guiding if cls.needs_guiding and cfg.attack.knowledge == "white_box" else None
+        self.white_box = guiding if needs_server_samples(cfg) else None
+        self.client_test = self._client_test if rule_cls.implies_filter == "diversefl" else None
+
+    def _client_test(self, z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        agg = self.cfg.aggregator
+        return diversefl.client_test(self.rule, z, guiding, agg.eps1, agg.eps2)
 
     def _facts(self, n: int, f: int) -> RuleFacts:
         agg = self.cfg.aggregator
-
-        def client_test(z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.rule.client_test(z, guiding, agg.eps1, agg.eps2)
-
-        tested = type(self.rule).client_test is not rules.Rule.client_test
-        return RuleFacts(agg.name, n, f, agg.eps1, agg.eps2, agg.beta, self.rule.params,
-                         client_test if tested else None)
+        return RuleFacts(agg.name, n, f, agg.eps1, agg.eps2, agg.beta, self.rule.params, self.client_test)
 
     def corrupt(self, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
                 round_: int) -> None:

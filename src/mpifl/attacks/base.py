@@ -35,9 +35,9 @@ class RuleFacts:
     eps2: float
     beta: float  # TrMean's trimmed fraction
     params: object  # the rule's Params instance (aggregator.params)
-    #: The rule's per-client acceptance test, for rules that have one (DiverseFL, diversefl_plus): (z [b, d],
-    #: guiding [b, d]) -> (accepted [b] bool, the row the rule would use [b, d], its weight [b]). None otherwise.
-    client_test: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None
+    #: The per-client test of a rule behind DiverseFL's filter (:func:`mpifl.rules.diversefl.client_test`):
+    #: (z [b, d], guiding [b, d]) -> (accepted [b] bool, the rows the rule would use [b, d]). None for other rules.
+    client_test: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ class RoundView:
     server_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None  # θ → [d] gradient on the server's data
     byzantine: torch.Tensor | None = None  # [n] bool ground truth; only for rules with needs_truth
     guiding_sum: torch.Tensor | None = None  # [d] sum of the round's guiding gradients; for rules behind DiverseFL
-    guiding_norm: torch.Tensor | None = None  # [n] ||g~_j|| (NaN where not computed); for rules behind DiverseFL
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,6 @@ class Rule:
     def reshape(self, z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
         """Rows [k, d] rebuilt from the updates and their guiding gradients, for rules with ``reshapes_updates``;
         the server calls it a chunk of clients at a time, after DiverseFL's criteria are taken."""
-        raise NotImplementedError
-
-    def client_test(self, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
-                    eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """For rules with a per-client test against guiding gradients (DiverseFL and its variants): which rows
-        [k, d] would pass and the rows the rule would then use. It is public: attacks tuned against the rule call it
-        with their estimates of the guiding gradients."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:

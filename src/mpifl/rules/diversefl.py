@@ -22,6 +22,7 @@ from ..guiding import GuidingGradients
 from ..models import FlatModel
 from ..rng import Purpose, generator
 from ..screening import DIRECTION, LENGTH, ZERO_GUIDING
+from .base import Rule
 from .classic import Mean
 from .registry import register
 
@@ -85,12 +86,20 @@ class DiverseFLFilter:
     the server's screening."""
 
 
-def passes(z: torch.Tensor, guiding: torch.Tensor, eps1: float, eps2: float) -> torch.Tensor:
-    """[k] bool: rows of ``z`` that pass DiverseFL's test against the rows of ``guiding`` (eqs. 11-12)."""
-    dots = (z * guiding).sum(dim=1)
+def accepted_by(rule: Rule, flags: torch.Tensor) -> torch.Tensor:
+    """[k] bool: rows whose DiverseFL flags the rule does not reject (all bits but its ``tolerated_flags``)."""
+    return (flags & (0xFF & ~rule.tolerated_flags)) == 0
+
+
+def client_test(rule: Rule, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
+                eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-client test of a rule behind DiverseFL's filter, as the server applies it to rows ``z`` against
+    ``guiding`` (eqs. 11-12 less the rule's tolerated flags, then its reshaping): ([k] accepted, the rows it would
+    use). It is public: attacks tuned against the rule call it with their estimates of the guiding gradients."""
     norms = torch.linalg.vector_norm(guiding, dim=1)
-    c1, c2 = similarity(dots, torch.linalg.vector_norm(z, dim=1), norms)
-    return diversefl_flags(c1, c2, norms, eps1, eps2) == 0
+    c1, c2 = similarity((z * guiding).sum(dim=1), torch.linalg.vector_norm(z, dim=1), norms)
+    accepted = accepted_by(rule, diversefl_flags(c1, c2, norms, eps1, eps2))
+    return accepted, rule.reshape(z, guiding) if rule.reshapes_updates else z
 
 
 @register("rule", "diversefl")
@@ -98,7 +107,3 @@ class DiverseFL(Mean):
     """DiverseFL (eq. 13): the average of the updates its filter accepted; choosing it turns the filter on."""
 
     implies_filter = "diversefl"
-
-    def client_test(self, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
-                    eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return passes(z, guiding, eps1, eps2), z

@@ -18,7 +18,7 @@ it agrees with its guiding gradient:
 
 Steps 2-3 run per chunk of clients while the server computes the guiding gradients (:meth:`reshape`), step 4 in
 :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps 1-3 are the rule's public per-client
-test (:meth:`client_test`), which attacks tuned against it optimise.
+test (:func:`mpifl.rules.diversefl.client_test`), which attacks tuned against it optimise.
 """
 
 from __future__ import annotations
@@ -73,11 +73,6 @@ class DiverseFLPlus(Rule):
         rows = along * unit + cone * across
         length = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
         return rows * (p.clip * g_norm / length.clamp_min(tiny)).clamp(max=1.0)
-
-    def client_test(self, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
-                    eps2: float) -> tuple[torch.Tensor, torch.Tensor]:
-        accepted = ((z * guiding).sum(dim=1) > 0) & (torch.linalg.vector_norm(guiding, dim=1) > 0)
-        return accepted, self.reshape(z, guiding)
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
