@@ -64,5 +64,5 @@ class FixedGuiding:
                 adjust=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
         dots, norms = (self.g * z).sum(dim=1), torch.linalg.vector_norm(self.g, dim=1)
         if adjust is not None:
-            z[:] = adjust(z, self.g)
+            z[:] = adjust(torch.arange(len(z), device=z.device), z, self.g)
         return dots, norms, self.g.sum(dim=0)

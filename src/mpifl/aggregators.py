@@ -31,6 +31,24 @@ def by_columns(z: torch.Tensor, rows: torch.Tensor, rule: Callable[[torch.Tensor
     return out
 
 
+GRAM_BAND_ELEMENTS = 1 << 16  # entries of one float64 band of the Gram matrix: 512 KiB, converted and used in cache
+
+
+def gram64(z: torch.Tensor, rows: torch.Tensor | None = None, elements: int = GRAM_BAND_ELEMENTS) -> torch.Tensor:
+    """[k, k] float64 inner products of the rows of ``z`` selected by ``rows`` ([n] bool; None: all), summed over
+    column bands of ``elements`` entries: each band is gathered and converted to float64 while it sits in cache,
+    instead of one float64 copy of the whole [k, d] (twice Z's bytes, written to memory and read back)."""
+    index = None if rows is None or bool(rows.all()) else torch.nonzero(rows).squeeze(1)
+    k = z.shape[0] if index is None else len(index)
+    gram = torch.zeros((k, k), dtype=torch.float64, device=z.device)
+    width = max(1, elements // max(k, 1))
+    for start in range(0, z.shape[1], width):
+        band = z[:, start:start + width] if index is None else z[index, start:start + width]
+        band = band.to(torch.float64)
+        gram.addmm_(band, band.T)
+    return gram
+
+
 def masked_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
     """(1/|A|) sum_{j in A} z_j over the accepted set A = {j : mask_j}; None when A is empty."""
     if not bool(mask.any()):

@@ -28,14 +28,14 @@ class GuidingGradients:
         return batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
 
     def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
-                adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                adjust: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
         None) and NaN for the others, whose guiding gradients are not computed; and the sum of the computed g~_j [d].
 
-        ``adjust(z_rows, g_rows)``, when given, returns replacement rows computed from each chunk's updates and
-        guiding gradients (after the criteria are taken from the rows as received): rules that reshape updates with
-        their guiding gradients do it here, a chunk at a time, so the guiding matrix is still never held whole.
+        ``adjust(clients, z_rows, g_rows)``, when given, returns replacement rows computed from each chunk's updates
+        and guiding gradients (after the criteria are taken from the rows as received): rules that reshape updates
+        with their guiding gradients do it here, a chunk at a time, so the guiding matrix is still never held whole.
         """
         n = self.x.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)
@@ -49,5 +49,5 @@ class GuidingGradients:
             norms[j] = torch.linalg.vector_norm(g, dim=1)
             total += g.sum(dim=0)
             if adjust is not None:
-                z[j] = adjust(z[j], g)
+                z[j] = adjust(j, z[j], g)
         return dots, norms, total

@@ -31,6 +31,7 @@ class Screened:
     update_norm: torch.Tensor  # [n] float, ||z_j|| as received (nan/inf kept)
     guiding_norm: torch.Tensor  # [n] float, nan where not computed
     guiding_sum: torch.Tensor | None  # [d] sum of the computed guiding gradients (None: none computed)
+    unverified: torch.Tensor | None = None  # [n, d] the rows' unverified parts, for rules that keep them
 
     @property
     def valid(self) -> torch.Tensor:
@@ -65,6 +66,7 @@ class Server:
         self.rule = rule_cls(step_params(agg, rule_cls), cfg.clients)
         self.pre = [cls(step_params(agg, cls), cfg.clients) for cls in (rules.get("pre", p) for p in agg.pre)]
         self.filtering = filter_name(cfg) is not None
+        self._unverified: torch.Tensor | None = None  # reused across rounds: [n, d] is large
 
     def examine(self, z: torch.Tensor, theta: torch.Tensor, sampled: torch.Tensor | None = None) -> Screened:
         """Validity checks for every rule; then, for DiverseFL (or ``record_similarity``), C1, C2 and their flags.
@@ -81,13 +83,32 @@ class Server:
         c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
         c2 = torch.full((n,), math.nan, device=z.device)
         guiding_norm = torch.full((n,), math.nan, device=z.device)
-        guiding_sum = None
+        guiding_sum = unverified = None
         if self.guiding is not None:
-            reshape = self.rule.reshape if self.rule.reshapes_updates else None
-            dots, guiding_norm, guiding_sum = self.guiding.compare(theta, z, sampled, reshape)
+            adjust, unverified = self._adjustment(z)
+            dots, guiding_norm, guiding_sum = self.guiding.compare(theta, z, sampled, adjust)
             c1, c2, bits = diversefl.criteria(dots, update_norm, guiding_norm, flags == 0, agg.eps1, agg.eps2)
             flags = flags | bits
-        return Screened(z, flags, c1, c2, update_norm, guiding_norm, guiding_sum)
+        return Screened(z, flags, c1, c2, update_norm, guiding_norm, guiding_sum, unverified)
+
+    def _adjustment(self, z: torch.Tensor) -> tuple[Callable | None, torch.Tensor | None]:
+        """The rule's reshaping as ``GuidingGradients.compare``'s ``adjust`` hook, and the buffer it fills with the
+        rows' unverified parts when the rule keeps them (zero for the clients whose rows are not computed)."""
+        rule = self.rule
+        if not rule.reshapes_updates:
+            return None, None
+        if not rule.keeps_unverified:
+            return (lambda clients, rows, guiding: rule.reshape(rows, guiding)), None
+        if self._unverified is None or self._unverified.shape != z.shape or self._unverified.device != z.device:
+            self._unverified = torch.zeros_like(z)
+        unverified = self._unverified.zero_()
+
+        def adjust(clients: torch.Tensor, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
+            rebuilt = rule.reshape(rows, guiding)
+            unverified[clients] = rule.unverified(rebuilt, guiding)
+            return rebuilt
+
+        return adjust, unverified
 
     def decide(self, screened: Screened, theta: torch.Tensor, byzantine: torch.Tensor, round_: int) -> rules.Decision:
         """Filter, pre-aggregate, apply the rule. ``byzantine`` (the simulator's ground truth, any device) reaches
@@ -107,7 +128,7 @@ class Server:
         truth = byzantine.to(z.device) if self.rule.needs_truth else None
         if not self.pre:
             return self.rule.aggregate(rules.RoundView(z, usable, theta, round_, self.cfg.seed, self.server_gradient,
-                                                       truth, screened.guiding_sum))
+                                                       truth, screened.guiding_sum, screened.unverified))
         rows = z[usable]
         for step in self.pre:
             rows = step.transform(rows, round_, self.cfg.seed)

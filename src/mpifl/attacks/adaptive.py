@@ -10,6 +10,12 @@ so cos(z, g) = c > 0 and ||z|| / ||g|| = r, while z · m = r ||g|| (c m·u − s
 as a row with that cosine and length can be. With ``search`` the cosine and ratio are chosen each round, per client,
 from a grid: the pair whose row, as the configured rule would use it (its public per-client test, e.g.
 ``diversefl_plus``'s cone and clipping), pushes the aggregate furthest against m, among the pairs that pass.
+
+Against a server that removes the dominant shared direction of what it cannot verify (``diversefl_plus``'s
+``spectral`` step), ``decoys`` = G > 0 splits the attackers into G groups, each adding a random direction w_g
+(orthogonal to u and v, one per group and round) ``decoy_scale`` = D times as long as v to its own: v becomes
+(v + D w_g) / sqrt(1 + D²). Each group's shared decoy then carries more energy than the common push against m, which
+survives the removal of the top directions, at the price of a push 1 / sqrt(1 + D²) as strong.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ def _check(params: Params) -> None:
         raise ConfigError(f"attack.params.norm_ratio={params.norm_ratio} must be > 0.")
     if any(not 0.0 < c <= 1.0 for c in params.cosines) or any(not r > 0 for r in params.ratios):
         raise ConfigError("attack.params.cosines must lie in (0, 1] and attack.params.ratios be > 0.")
+    if params.decoys < 0 or not params.decoy_scale >= 0:
+        raise ConfigError(f"attack.params.decoys={params.decoys} and decoy_scale={params.decoy_scale} must be >= 0.")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class Params:
     search: bool = False  # choose cosine and ratio per client and round against the rule's public test
     cosines: list[float] = field(default_factory=lambda: [0.05, 0.2, 0.45, 0.7, 0.9])  # the search grid
     ratios: list[float] = field(default_factory=lambda: [1.0, 1.5, 1.9])
+    decoys: int = 0  # groups of attackers, each with its own random decoy direction (0: none)
+    decoy_scale: float = 2.0  # a decoy's length relative to the push against the honest mean
 
     def __post_init__(self) -> None:
         _check(self)
@@ -55,6 +65,16 @@ def _basis(guiding: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, tor
     u = _unit(guiding)
     v = -_unit(mean - (u @ mean)[:, None] * u)
     return u, v, torch.linalg.vector_norm(guiding, dim=1, keepdim=True)
+
+
+def _with_decoys(basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor], groups: int, scale: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The basis with each row's v turned towards its group's random decoy (row i is in group i mod ``groups``)."""
+    u, v, length = basis
+    b, d = u.shape
+    w = torch.randn((groups, d), generator=generator).to(u.device)[torch.arange(b, device=u.device) % groups]
+    w = w - (w * u).sum(dim=1, keepdim=True) * u - (w * v).sum(dim=1, keepdim=True) * v
+    return u, _unit(v + scale * _unit(w)), length
 
 
 def _rows(basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cosine: float, ratio: float) -> torch.Tensor:
@@ -85,9 +105,11 @@ class AdaptiveDiverseFL(ColludingAttack):
         p = self.params
         mean = view.honest.mean(dim=0) if len(view.honest) else torch.zeros_like(view.theta)
         test = view.rule.client_test
-        if not p.search or test is None:
-            return construct(view.guiding, mean, p.cosine, p.norm_ratio)
         basis = _basis(view.guiding, mean)
+        if p.decoys:
+            basis = _with_decoys(basis, p.decoys, p.decoy_scale, view.generator)
+        if not p.search or test is None:
+            return _rows(basis, p.cosine, p.norm_ratio)
         best = view.own.clone()
         best_harm = torch.full((len(best),), math.inf, device=best.device)
         for cosine in p.cosines:

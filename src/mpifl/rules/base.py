@@ -37,6 +37,8 @@ class RoundView:
     server_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None  # θ → [d] gradient on the server's data
     byzantine: torch.Tensor | None = None  # [n] bool ground truth; only for rules with needs_truth
     guiding_sum: torch.Tensor | None = None  # [d] sum of the round's guiding gradients; for rules behind DiverseFL
+    unverified: torch.Tensor | None = None  # [n, d] the part of each rebuilt row the server cannot check (rules that
+    #                                         keep_unverified); rows outside ``valid`` must be ignored
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Rule:
     client_models: ClassVar[bool] = False  # RSA: clients keep and upload model copies
     reshapes_updates: ClassVar[bool] = False  # diversefl_plus: rows are rebuilt from their guiding gradients
     tolerated_flags: ClassVar[int] = 0  # DiverseFL flag bits (mpifl.screening) the rule handles itself, not rejects
+    keeps_unverified: bool = False  # diversefl_plus: the server hands aggregate the rows' unverified parts
 
     def __init__(self, params: object, n: int) -> None:
         self.params, self.n = params, n
@@ -74,6 +77,11 @@ class Rule:
     def reshape(self, z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
         """Rows [k, d] rebuilt from the updates and their guiding gradients, for rules with ``reshapes_updates``;
         the server calls it a chunk of clients at a time, after DiverseFL's criteria are taken."""
+        raise NotImplementedError
+
+    def unverified(self, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
+        """The part [k, d] of reshaped rows that their guiding gradients do not vouch for, for rules that
+        ``keeps_unverified``; computed with :meth:`reshape`, a chunk at a time."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -11,36 +11,34 @@ from dataclasses import dataclass
 
 import torch
 
+from ..aggregators import gram64
 from ..config import ConfigError
 from .base import Decision, RoundView, Rule, TooFewUpdates
 from .registry import register
 
 
-def squared_distances(rows: torch.Tensor, elements: int = 1 << 26) -> torch.Tensor:
-    """[k, k] float64 squared Euclidean distances between the rows of ``rows`` [k, d], diagonal exactly 0.
+def squared_distances(z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """[k, k] float64 squared Euclidean distances between the rows of ``z`` selected by ``rows`` (None: all),
+    diagonal exactly 0.
 
-    Gram trick ||a||² + ||b||² − 2⟨a, b⟩ in float64: in float32 the cancellation error (~1e-7 ||a||²) swamps the small
-    distances between similar honest updates when a far (×100) row is present, and reorders the scores. The Gram
-    matrix is summed over column bands of at most ``elements`` entries, so the float64 copy never holds all of [k, d].
+    Gram trick ||a||² + ||b||² − 2⟨a, b⟩ in float64 (:func:`mpifl.aggregators.gram64`): in float32 the cancellation
+    error (~1e-7 ||a||²) swamps the small distances between similar honest updates when a far (×100) row is present,
+    and reorders the scores.
     """
-    k, d = rows.shape
-    gram = torch.zeros((k, k), dtype=torch.float64, device=rows.device)
-    width = max(1, elements // max(k, 1))
-    for start in range(0, d, width):
-        band = rows[:, start:start + width].to(torch.float64)
-        gram += band @ band.T
+    gram = gram64(z, rows)
     norms = gram.diagonal()
     dist = (norms[:, None] + norms[None, :] - 2 * gram).clamp_min_(0)
     return dist.fill_diagonal_(0)
 
 
-def krum_scores(rows: torch.Tensor, f: int) -> torch.Tensor:
-    """Score of each row [k] (float64): the sum of its squared distances to its k − f − 2 nearest other rows."""
-    k = rows.shape[0]
+def krum_scores(z: torch.Tensor, f: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Score of each row of ``z`` selected by ``rows`` (None: all) [k] (float64): the sum of its squared distances to
+    its k − f − 2 nearest other selected rows."""
+    k = z.shape[0] if rows is None else int(rows.sum())
     if k <= 2 * f + 2:
         raise TooFewUpdates(f"Krum needs more than 2f + 2 usable updates: aggregator.params.f={f} allows at least "
                          f"{2 * f + 3}, this round has {k}; lower f.")
-    dist = squared_distances(rows).fill_diagonal_(float("inf"))  # a row is not its own neighbour
+    dist = squared_distances(z, rows).fill_diagonal_(float("inf"))  # a row is not its own neighbour
     return torch.sort(dist, dim=1).values[:, :k - f - 2].sum(dim=1)
 
 
@@ -52,15 +50,14 @@ def select(view: RoundView, f: int, m: int | None) -> Decision:
     k = index.shape[0]
     if k == 0:
         return Decision(None, view.valid.clone(), torch.zeros(n, device=device))
-    rows = view.z[index]
-    scores = krum_scores(rows, f)
+    scores = krum_scores(view.z, f, view.valid)
     m = k - f if m is None else m
     if m > k:
         raise TooFewUpdates(f"Multi-Krum selects aggregator.params.m={m} updates, but this round has only {k}.")
     chosen = torch.sort(scores, stable=True).indices[:m]
     accepted = torch.zeros(n, dtype=torch.bool, device=device)
     accepted[index[chosen]] = True
-    return Decision(rows[chosen].mean(dim=0), accepted, accepted.to(torch.float32) / m)
+    return Decision(view.z[index[chosen]].mean(dim=0), accepted, accepted.to(torch.float32) / m)
 
 
 def _check_f(f: int) -> None:

@@ -1,0 +1,136 @@
+"""diversefl_plus's spectral step: the shared directions of the rows' unverified parts, removed exactly, and the decoy
+attack built to get around it."""
+
+import math
+
+import pytest
+import torch
+
+from mpifl import rules
+from mpifl.attacks import AttackView, RuleFacts
+from mpifl.attacks.adaptive import AdaptiveDiverseFL, Params, construct
+from mpifl.config import ConfigError
+from mpifl.rules.diversefl_plus import shared_part
+from mpifl.server import Server
+
+from .conftest import FixedGuiding, small_config
+
+
+def test_shared_part_removes_the_direction_two_rows_share_hand_checked():
+    o = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    every = torch.ones(4, dtype=torch.bool)
+    # K = O O^T has its largest eigenvalue 8 on rows 0-1 (direction e1): both lose their 2 e1, the mean loses e1
+    torch.testing.assert_close(shared_part(o, every, 1), torch.tensor([1.0, 0.0, 0.0]))
+    # r >= k removes everything: the mean itself
+    torch.testing.assert_close(shared_part(o, every, 9), o.mean(dim=0))
+    # rows outside the selection are ignored, whatever they hold: row 1 dropped, e1 (energy 4) still leads, k = 3
+    o[1] = 100.0
+    torch.testing.assert_close(shared_part(o, torch.tensor([True, False, True, True]), 1),
+                               torch.tensor([2.0 / 3, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_shared_part_equals_projecting_every_row_on_its_leading_singular_directions(r: int):
+    torch.manual_seed(0)
+    o = torch.randn(7, 40, dtype=torch.float64)
+    o[:3] += 4.0 * torch.randn(40, dtype=torch.float64)  # three rows share a direction
+    rows = torch.tensor([True, True, True, False, True, True, True])
+    basis = torch.linalg.svd(o[rows], full_matrices=False).Vh[:r]  # [r, d] leading right singular vectors
+    expected = (o[rows] @ basis.T @ basis).mean(dim=0)
+    torch.testing.assert_close(shared_part(o.float(), rows, r), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def plus_server(n: int, g: torch.Tensor, **params) -> Server:  # type: ignore[no-untyped-def]
+    cfg = small_config(clients=n, byzantine={"model": "none"},
+                       aggregator={"name": "diversefl_plus", "params": params})
+    return Server(cfg, FixedGuiding(g))
+
+
+def test_server_hands_the_rule_each_rows_part_orthogonal_to_its_guiding_gradient():
+    torch.manual_seed(3)
+    n, d = 6, 30
+    g = torch.randn(n, d)
+    z = g + 0.3 * torch.randn(n, d)
+    theta = torch.zeros(d)
+    server = plus_server(n, g)
+    screened = server.examine(z.clone(), theta)
+    rebuilt, parts = screened.clean, screened.unverified
+    assert parts is not None
+    torch.testing.assert_close((parts * g).sum(dim=1), torch.zeros(n), atol=1e-5, rtol=0)
+    along = rebuilt - parts  # what is left is along g~_j, with a positive coefficient (C1)
+    torch.testing.assert_close(torch.linalg.matrix_rank(torch.stack([along[0], g[0]])), torch.tensor(1))
+    assert ((along * g).sum(dim=1) > 0).all()
+    decision = server.decide(screened, theta, torch.zeros(n, dtype=torch.bool), 1)
+    torch.testing.assert_close(decision.direction, rebuilt.mean(dim=0) - shared_part(parts, decision.accepted, 1))
+    off = plus_server(n, g, spectral=0)
+    unshared = off.examine(z.clone(), theta)
+    assert unshared.unverified is None
+    torch.testing.assert_close(off.decide(unshared, theta, torch.zeros(n, dtype=torch.bool), 1).direction,
+                               rebuilt.mean(dim=0))
+
+
+def test_colluding_push_is_removed_and_honest_rows_keep_their_verified_parts():
+    """Six honest rows (own gradient plus independent noise) and three colluding rows that spend their cone on one
+    shared direction v: with spectral = 1 the step keeps almost nothing along v; without it, v's share is the
+    attackers' 3 rows out of 9."""
+    torch.manual_seed(4)
+    n, d = 9, 400
+    g = torch.randn(n, d)
+    z = g + 0.2 * torch.randn(n, d)
+    v = torch.randn(d)
+    for j in (6, 7, 8):
+        u = g[j] / g[j].norm()
+        w = v - (v @ u) * u
+        z[j] = g[j] + 0.5 * g[j].norm() * w / w.norm()  # on the cone's edge (kappa = 0.5)
+    theta = torch.zeros(d)
+    unit_v = v / v.norm()
+    along_v = {}
+    for spectral in (0, 1):
+        server = plus_server(n, g, spectral=spectral)
+        screened = server.examine(z.clone(), theta)
+        along_v[spectral] = float(server.decide(screened, theta, torch.zeros(n, dtype=torch.bool), 1).direction
+                                  @ unit_v)
+    typical = float(g.norm(dim=1).mean())
+    assert along_v[0] > 0.1 * typical  # 3/9 of half a guiding gradient's length, less what g~_j already has along v
+    assert abs(along_v[1]) < 0.2 * along_v[0]
+
+
+def test_spectral_must_not_be_negative():
+    with pytest.raises(ConfigError, match="aggregator.params.spectral=-1 must be >= 0"):
+        small_config(aggregator={"name": "diversefl_plus", "params": {"spectral": -1}})
+
+
+def view(guiding: torch.Tensor, honest: torch.Tensor, seed: int) -> AttackView:
+    facts = RuleFacts("diversefl_plus", len(honest) + len(guiding), len(guiding), 0.5, 2.0, 0.1, None, None)
+    return AttackView(honest, guiding.clone(), guiding, torch.zeros(guiding.shape[1]), 1,
+                      torch.Generator().manual_seed(seed), facts)
+
+
+def test_decoys_keep_cosine_and_length_and_cost_exactly_their_share_of_the_push():
+    torch.manual_seed(5)
+    guiding, honest = torch.randn(4, 60), torch.randn(8, 60) + 0.5
+    mean = honest.mean(dim=0)
+    scale = 2.0
+    rows = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 0))
+    plain = construct(guiding, mean, 0.05, 1.0)
+    cos = (rows * guiding).sum(dim=1) / (rows.norm(dim=1) * guiding.norm(dim=1))
+    torch.testing.assert_close(cos, torch.full((4,), 0.05))
+    torch.testing.assert_close(rows.norm(dim=1), guiding.norm(dim=1))
+    # the push against the mean: the orthogonal part's share 1 / sqrt(1 + D²) of the plain construction's
+    along_u = 0.05 * guiding.norm(dim=1) * (guiding @ mean) / guiding.norm(dim=1)
+    torch.testing.assert_close(rows @ mean - along_u, (plain @ mean - along_u) / math.sqrt(1 + scale ** 2))
+    # rows i and i + 2 share their group's decoy; the two groups' decoys differ; the draw follows the generator
+    def decoy(r: torch.Tensor) -> torch.Tensor:
+        return r - plain * (r @ plain.T).diagonal()[:, None] / (plain.norm(dim=1) ** 2)[:, None]
+    dec = decoy(rows)
+    cosine = (dec @ dec.T) / (dec.norm(dim=1)[:, None] * dec.norm(dim=1)[None, :])
+    assert float(cosine[0, 2]) > 0.9 and float(cosine[1, 3]) > 0.9 and abs(float(cosine[0, 1])) < 0.5
+    again = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 0))
+    other = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 1))
+    assert torch.equal(rows, again) and not torch.equal(rows, other)
+
+
+def test_decoy_params_are_checked():
+    with pytest.raises(ConfigError, match="attack.params.decoys=-1"):
+        small_config(attack={"name": "diversefl_adaptive", "params": {"decoys": -1}})
+    assert rules.get("attack", "diversefl_adaptive").Params(decoys=3).decoy_scale == 2.0
