@@ -176,8 +176,9 @@ def workloads(n: int, d: int, device: torch.device) -> list[tuple[str, Callable[
         server = (lambda theta, g0=g0: g0) if cls.needs_server_data else None
 
         def ours(z: torch.Tensor, rule=rule, valid=valid, byzantine=byzantine, server=server) -> object:
+            # a rule that keeps the rows' unverified parts (diversefl_plus) gets Z itself for them: its full step
             return rule.aggregate(rules.RoundView(z, valid, torch.zeros(z.shape[1], device=z.device), 1, 0, server,
-                                                 byzantine))
+                                                 byzantine, unverified=z if rule.keeps_unverified else None))
 
         out.append((name, ours, byzfl_equivalent(name, params, n)))
     for name in rules.names("pre"):

@@ -1,7 +1,10 @@
 import torch
 import torch.nn.functional as F
 
-from mpifl.gradients import batched_grads, stack_padded
+import pytest
+
+from mpifl.gradients import SharedModelGrads, batched_grads, stack_padded
+from mpifl.guiding import GuidingGradients
 from mpifl.models import FlatModel, build
 
 
@@ -75,3 +78,32 @@ def test_padding_shorter_than_a_client_is_refused():
         assert "length=3" in str(exc)
     else:
         raise AssertionError("stack_padded accepted a length shorter than a client's batch")
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp"])
+def test_shared_model_gradients_equal_the_batched_ones(name: str):
+    """The guiding gradients' path (θ unbatched, every client in one call) and the clients' path (one copy of θ per
+    client, chunks of 4) differ only by rounding."""
+    flat = FlatModel(build(name, (1, 6, 6), 10, hidden=7))
+    theta = flat.flatten() + 0.1
+    xs, ys = make([5, 3, 8, 1, 6])
+    x, y, w = stack_padded(xs, ys)
+    torch.testing.assert_close(SharedModelGrads(flat, 5)(theta, x, y, w), batched_grads(flat, theta, x, y, w, chunk=4),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_a_guiding_gradient_does_not_depend_on_the_clients_computed_with_it(monkeypatch: pytest.MonkeyPatch):
+    """What a white-box attacker reads for its clients is bitwise what the server computes for them in the round."""
+    flat = FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))
+    theta = flat.flatten()
+    xs, ys = make([5, 3, 8, 1, 6])
+    assert GuidingGradients(flat, xs, ys).chunk == 5  # all of them in one call
+    monkeypatch.setattr("mpifl.guiding.CHUNK_ELEMENTS", 2 * flat.dim)
+    guiding = GuidingGradients(flat, xs, ys)
+    assert guiding.chunk == 2
+    every = guiding.gradients(theta, torch.arange(5))
+    assert torch.equal(guiding.gradients(theta, torch.tensor([4, 0, 2])), every[[4, 0, 2]])
+    z = torch.randn(5, flat.dim, generator=torch.Generator().manual_seed(2))
+    dots, norms, total = guiding.compare(theta, z)
+    assert torch.equal(dots, (every * z).sum(dim=1)) and torch.equal(norms, torch.linalg.vector_norm(every, dim=1))
+    assert guiding.gradients(theta, torch.tensor([], dtype=torch.long)).shape == (0, flat.dim)

@@ -80,3 +80,25 @@ def batched_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torc
                                               _padded(w[part], chunk)).sum(), t)
         out[part] = g[: part.stop - part.start]
     return out
+
+
+class SharedModelGrads:
+    """Per-client gradients at one model θ for every client (DiverseFL's guiding gradients), ``chunk`` clients per
+    call: :func:`batched_grads` with a [d] θ to float rounding (bitwise on the paper's MLP shapes), about 1.5× faster:
+    θ enters the vmap unbatched, so each layer's forward is one matmul over the chunk's stacked points instead of one
+    per client copy of θ, and there is no [chunk, d] copy of θ to make or gradient to reassemble from per-client
+    pieces. Every call has the same shape (the last chunk padded with zero-weight clients), so a client's gradient
+    does not depend on which clients are computed with it. ``torch.func.grad`` imports torch._dynamo (~160 MB
+    resident), which is why the clients' own gradients (every rank) do not use it; guiding gradients are rank 0's."""
+
+    def __init__(self, flat: FlatModel, chunk: int) -> None:
+        def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
+            return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
+
+        self.dim, self.chunk = flat.dim, chunk
+        self._grads = torch.func.vmap(torch.func.grad(weighted_loss), in_dims=(None, 0, 0, 0))
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """[k, d] gradients of the k ≤ ``chunk`` clients' weighted losses (x [k, M, ...], y and w [k, M]) at θ [d]."""
+        k = x.shape[0]
+        return self._grads(theta.detach(), _padded(x, self.chunk), _padded(y, self.chunk), _padded(w, self.chunk))[:k]

@@ -1,8 +1,10 @@
 """DiverseFL's guiding gradients g~_j (eq. 8): the server's gradient on each client's tiny sample.
 
 DiverseFL needs of g~_j only its inner product with z_j (C1) and its norm (C2), so the [n, d] guiding matrix is never
-held whole: it is computed ``chunk`` clients at a time and reduced at once. With 10,000 clients of a 200k-parameter
-MLP that matrix alone would be 8 GB.
+held whole: it is computed a chunk of clients at a time (:data:`CHUNK_ELEMENTS` gradient entries: every client of the
+paper's MLP in one call) and reduced at once. With 10,000 clients of a 200k-parameter MLP that matrix alone would be
+8 GB. Only rank 0 computes them, so the chunk is not tied to ``train.client_chunk`` (which keeps the clients'
+gradients the same on any number of ranks).
 """
 
 from __future__ import annotations
@@ -11,21 +13,28 @@ from collections.abc import Callable
 
 import torch
 
-from .gradients import batched_grads, chunks, stack_padded
+from .gradients import SharedModelGrads, chunks, stack_padded
 from .models import FlatModel
+
+
+CHUNK_ELEMENTS = 1 << 24  # guiding-gradient entries per call (64 MB): 84 clients of the 199,210-parameter MLP
 
 
 class GuidingGradients:
     """Holds the samples M_j^0 the clients shared before training."""
 
-    def __init__(self, flat: FlatModel, xs: list[torch.Tensor], ys: list[torch.Tensor], chunk: int) -> None:
-        self.flat, self.chunk = flat, chunk
+    def __init__(self, flat: FlatModel, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+        self.chunk = max(1, min(len(xs), CHUNK_ELEMENTS // flat.dim))
+        self.grads = SharedModelGrads(flat, self.chunk)
         self.x, self.y, self.w = stack_padded(xs, ys)
 
     def gradients(self, theta: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
         """[b, d] guiding gradients of the clients with the given indices (a white-box attacker's knowledge)."""
         j = clients.to(self.x.device)
-        return batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
+        out = torch.empty((len(j), self.grads.dim), dtype=torch.float32, device=self.x.device)
+        for part in chunks(len(j), self.chunk):
+            out[part] = self.grads(theta, self.x[j[part]], self.y[j[part]], self.w[j[part]])
+        return out
 
     def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
                 adjust: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -44,7 +53,7 @@ class GuidingGradients:
         picked = torch.arange(n, device=z.device) if rows is None else rows.nonzero().flatten()
         for part in chunks(len(picked), self.chunk):
             j = picked[part]
-            g = batched_grads(self.flat, theta, self.x[j], self.y[j], self.w[j], self.chunk)
+            g = self.grads(theta, self.x[j], self.y[j], self.w[j])
             dots[j] = (g * z[j]).sum(dim=1)
             norms[j] = torch.linalg.vector_norm(g, dim=1)
             total += g.sum(dim=0)

@@ -33,6 +33,8 @@ CPU_BAND = 30720  # columns per band on the CPU: below GRAIN, and (k + 2) rows Ã
 #                   (in L3 beyond); measured on a 2-core Xeon: 8192 columns 84 ms, 16384 64 ms, 32768 59 ms for k = 20
 VECTOR_BLOCK = 64  # columns of one block of torch's vectorised column sum (4 AVX-512 vectors): bands and pieces are
 #                     multiples of it, so every column is summed by the same code path as in one whole piece
+CHAIN_MAX_ROWS = 16  # torch's CPU column mean adds up to this many rows one after another (17 measured too; more
+#                      go through a tree), so adding them in rank order and dividing gives its bits without a stack
 GPU_ELEMENTS = 1 << 26  # on a GPU: the bands of mpifl.aggregators.by_columns (same shapes, so the same mean kernel)
 
 
@@ -170,7 +172,15 @@ def trimmed_mean(z: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Ten
     if z.device.type != "cpu":
         piece = z.shape[1]
 
+    chained = z.device.type == "cpu" and len(kept) <= CHAIN_MAX_ROWS
+
     def mean(ranked: list[torch.Tensor], out: torch.Tensor) -> None:
+        if chained and out.shape[0] % VECTOR_BLOCK == 0:  # whole vector blocks: no scalar tail in this band
+            out.copy_(ranked[0])
+            for row in ranked[1:]:
+                out.add_(row)
+            out.div_(len(ranked))
+            return
         for lo in range(0, out.shape[0], piece):
             torch.mean(torch.stack([row[lo:lo + piece] for row in ranked]), dim=0, out=out[lo:lo + piece])
 

@@ -45,7 +45,7 @@ def guiding_samples(cfg: ExperimentConfig, flat: FlatModel, parts: list[np.ndarr
         xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
         y = ds.train_y[idx].to(xs[-1].device)
         ys.append(poison_labels(y, cfg.attack, num_classes) if j in sleepers else y)
-    return GuidingGradients(flat, xs, ys, cfg.train.client_chunk)
+    return GuidingGradients(flat, xs, ys)
 
 
 def similarity(dots: torch.Tensor, update_norms: torch.Tensor,
