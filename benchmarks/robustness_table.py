@@ -6,7 +6,8 @@ case over the attacks; prints Markdown.
 
 An attack's column is its name plus what distinguishes it within the sweep (``search``, ``realistic``); a run that
 has not reached ``--round`` (default: the furthest any run reached) shows its last evaluation with its round in
-brackets.
+brackets. ``--at 100,500,1000`` prints instead one line per run that reached the last of those rounds, with its
+accuracy at each (the long runs of a grid that was mostly run short).
 """
 
 from __future__ import annotations
@@ -30,27 +31,46 @@ def column(config: dict) -> str:
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
-def read(path: Path, at: int | None) -> tuple[str, str, float, int]:
-    """(rule, attack column, test accuracy at round ``at`` or the last evaluation before it, that round)."""
+def history(path: Path) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """(rule, attack column, test accuracy per recorded round, those rounds)."""
     with h5py.File(path, "r", swmr=True) as f:
         config = yaml.safe_load(f.attrs["config"])
         accuracy, rounds = f["test_accuracy"][:], f["round"][:]
+    return config["aggregator"]["name"], column(config), accuracy, rounds
+
+
+def at_round(accuracy: np.ndarray, rounds: np.ndarray, at: int | None) -> tuple[float, int]:
+    """Test accuracy at round ``at`` (None: the last) or the last evaluation before it, and that round."""
     evaluated = ~np.isnan(accuracy) & (rounds <= (at if at is not None else rounds.max(initial=0)))
     last = int(np.flatnonzero(evaluated)[-1]) if evaluated.any() else -1
-    return (config["aggregator"]["name"], column(config), float(accuracy[last]) if last >= 0 else float("nan"),
-            int(rounds[last]) if last >= 0 else 0)
+    return (float(accuracy[last]), int(rounds[last])) if last >= 0 else (float("nan"), 0)
+
+
+def long_table(paths: list[str], at: list[int]) -> None:
+    print("| rule | attack | " + " | ".join(f"round {r:,}" for r in at) + " |")
+    print("|---" * (len(at) + 2) + "|")
+    for path in paths:
+        rule, attack, accuracy, rounds = history(Path(path))
+        if rounds.max(initial=0) < at[-1]:
+            continue
+        print(f"| `{rule}` | {attack} | " + " | ".join(f"{at_round(accuracy, rounds, r)[0]:.3f}" for r in at) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pattern", help="quoted glob of HDF5 run files")
+    parser.add_argument("patterns", nargs="+", help="quoted globs of HDF5 run files")
     parser.add_argument("--round", type=int, default=None, help="the round to tabulate (default: the last)")
+    parser.add_argument("--at", default=None, help="comma-separated rounds: one line per run that reached the last")
     args = parser.parse_args()
+    paths = sorted(p for pattern in args.patterns for p in glob.glob(pattern))
+    if args.at:
+        long_table(paths, [int(r) for r in args.at.split(",")])
+        return
     cells: dict[tuple[str, str], tuple[float, int]] = {}
     rules, attacks = [], []
-    for path in sorted(glob.glob(args.pattern)):
-        rule, attack, accuracy, round_ = read(Path(path), args.round)
-        cells[(rule, attack)] = (accuracy, round_)
+    for path in paths:
+        rule, attack, accuracy, rounds_ = history(Path(path))
+        cells[(rule, attack)] = at_round(accuracy, rounds_, args.round)
         rules += [rule] if rule not in rules else []
         attacks += [attack] if attack not in attacks else []
     rounds = args.round or max((r for _, r in cells.values()), default=0)

@@ -81,7 +81,7 @@ def test_colluding_push_is_removed_and_honest_rows_keep_their_verified_parts():
     for j in (6, 7, 8):
         u = g[j] / g[j].norm()
         w = v - (v @ u) * u
-        z[j] = g[j] + 0.5 * g[j].norm() * w / w.norm()  # on the cone's edge (kappa = 0.5)
+        z[j] = g[j] + 0.5 * g[j].norm() * w / w.norm()  # inside the cone (kappa = 1)
     theta = torch.zeros(d)
     unit_v = v / v.norm()
     along_v = {}

@@ -31,6 +31,7 @@ class ClippingParams:
 
 
 CPU_BAND = 16384  # columns per band on the CPU: the k rows' differences of a band stay in cache between uses
+CACHED_ELEMENTS = 1 << 23  # below this many entries (32 MB) Z stays in the last-level cache: one band, fewer ops
 
 
 def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
@@ -42,7 +43,7 @@ def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
     On the CPU each step reads the rows twice, a band of columns at a time (the norms, summed in float64 over the
     bands; then the clipped pulls), instead of writing a [k, d] difference matrix and reading it three times."""
     k, d = rows.shape
-    band = CPU_BAND if rows.device.type == "cpu" else d
+    band = CPU_BAND if rows.device.type == "cpu" and rows.numel() > CACHED_ELEMENTS else d
     work = torch.empty((k, min(band, d)), dtype=rows.dtype, device=rows.device)
     shares = torch.zeros(k, dtype=rows.dtype, device=rows.device)
     for _ in range(iterations):

@@ -47,7 +47,7 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class Params:
-    kappa: float = 0.5  # orthogonal part <= kappa * parallel part: a cone of half-angle atan(kappa) around g~_j
+    kappa: float = 1.0  # orthogonal part <= kappa * parallel part: a cone of half-angle atan(kappa) around g~_j
     clip: float = 2.0  # a rebuilt row is at most clip * ||g~_j|| long
     spectral: int = 1  # shared directions removed from the rows' unverified parts (0: none)
     pooled: bool = False  # drop each row's component against the summed guiding gradients
