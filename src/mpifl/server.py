@@ -104,8 +104,7 @@ class Server:
         unverified = self._unverified.zero_()
 
         def adjust(clients: torch.Tensor, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
-            rebuilt = rule.reshape(rows, guiding)
-            unverified[clients] = rule.unverified(rebuilt, guiding)
+            rebuilt, unverified[clients] = rule.split(rows, guiding)
             return rebuilt
 
         return adjust, unverified

@@ -79,9 +79,9 @@ class Rule:
         the server calls it a chunk of clients at a time, after DiverseFL's criteria are taken."""
         raise NotImplementedError
 
-    def unverified(self, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
-        """The part [k, d] of reshaped rows that their guiding gradients do not vouch for, for rules that
-        ``keeps_unverified``; computed with :meth:`reshape`, a chunk at a time."""
+    def split(self, z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(:meth:`reshape`'s rows, the part [k, d] of them that their guiding gradients do not vouch for), for rules
+        that ``keeps_unverified``: one rebuild serves both, a chunk at a time."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:

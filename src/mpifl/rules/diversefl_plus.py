@@ -21,7 +21,7 @@ it agrees with its guiding gradient:
    removed. It costs clean accuracy late in training, when the 600 points it comes from are fitted.
 
 Steps 2-3 run per chunk of clients while the server computes the guiding gradients (:meth:`reshape`,
-:meth:`unverified`), steps 4-5 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
+:meth:`split`), steps 4-5 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
 1-3 are the rule's public per-client test (:func:`mpifl.rules.diversefl.client_test`), which attacks tuned against it
 optimise; step 4 is what the adaptive attack's ``decoys`` try to get around.
 """
@@ -69,6 +69,14 @@ class DiverseFLPlus(Rule):
     tolerated_flags = LENGTH  # a long row is clipped, not rejected
 
     def reshape(self, z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
+        return self._rebuild(z, guiding)[0]
+
+    def split(self, z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, unit = self._rebuild(z, guiding)
+        return rows, rows - (rows * unit).sum(dim=1, keepdim=True) * unit
+
+    def _rebuild(self, z: torch.Tensor, guiding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows after the cone and the clipping, the unit guiding directions they were rebuilt around)."""
         p = self.params
         tiny = torch.finfo(z.dtype).tiny
         g_norm = torch.linalg.vector_norm(guiding, dim=1, keepdim=True)
@@ -79,15 +87,11 @@ class DiverseFLPlus(Rule):
         cone = (p.kappa * along.clamp_min(0) / across_norm.clamp_min(tiny)).clamp(max=1.0)
         rows = along * unit + cone * across
         length = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
-        return rows * (p.clip * g_norm / length.clamp_min(tiny)).clamp(max=1.0)
+        return rows * (p.clip * g_norm / length.clamp_min(tiny)).clamp(max=1.0), unit
 
     @property
     def keeps_unverified(self) -> bool:
         return self.params.spectral > 0
-
-    def unverified(self, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
-        unit = guiding / torch.linalg.vector_norm(guiding, dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
-        return rows - (rows * unit).sum(dim=1, keepdim=True) * unit
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
