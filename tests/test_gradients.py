@@ -3,8 +3,10 @@ import torch.nn.functional as F
 
 import pytest
 
-from mpifl.gradients import SharedModelGrads, batched_grads, stack_padded
-from mpifl.guiding import GuidingGradients
+from torch import nn
+
+from mpifl.gradients import DenseStack, SharedModelGrads, batched_grads, stack_padded
+from mpifl.guiding import GuidingGradients, row_dots
 from mpifl.models import FlatModel, build
 
 
@@ -105,5 +107,56 @@ def test_a_guiding_gradient_does_not_depend_on_the_clients_computed_with_it(monk
     assert torch.equal(guiding.gradients(theta, torch.tensor([4, 0, 2])), every[[4, 0, 2]])
     z = torch.randn(5, flat.dim, generator=torch.Generator().manual_seed(2))
     dots, norms, total = guiding.compare(theta, z)
-    assert torch.equal(dots, (every * z).sum(dim=1)) and torch.equal(norms, torch.linalg.vector_norm(every, dim=1))
+    assert torch.equal(dots, torch.stack([every[j] @ z[j] for j in range(5)]))
+    assert torch.equal(norms, torch.linalg.vector_norm(every, dim=1))
+    torch.testing.assert_close(dots, (every * z).sum(dim=1))
     assert guiding.gradients(theta, torch.tensor([], dtype=torch.long)).shape == (0, flat.dim)
+
+
+def small_conv() -> FlatModel:
+    """A model that is not a linear stack, so it takes the autograd paths."""
+    torch.manual_seed(0)
+    return FlatModel(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 10)))
+
+
+def test_only_linear_stacks_take_the_hand_written_backward():
+    assert DenseStack.of(FlatModel(build("softmax", (1, 6, 6), 10))).layers == [(0, 10, 36, 360)]
+    assert [layer[1:3] for layer in DenseStack.of(FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))).layers] == \
+        [(7, 36), (7, 7), (10, 7)]
+    assert DenseStack.of(small_conv()) is None
+    assert DenseStack.of(FlatModel(build("vgg11_gn", (3, 32, 32), 10))) is None
+    assert DenseStack.of(FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(36, 10, bias=False)))) is None
+    assert DenseStack.of(FlatModel(nn.Sequential(nn.Flatten(), nn.Linear(36, 7), nn.Tanh(), nn.Linear(7, 10)))) is None
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp"])
+@pytest.mark.parametrize("per_client", [False, True])
+def test_hand_written_backward_equals_autograd(name: str, per_client: bool):
+    """Known input → autograd's per-client gradients (unequal sizes: padded points have weight 0), shared θ or RSA's
+    one θ per client."""
+    flat = FlatModel(build(name, (1, 6, 6), 10, hidden=7))
+    xs, ys = make([5, 3, 8, 1])
+    noise = 0.3 * torch.randn(4, flat.dim, generator=torch.Generator().manual_seed(3))
+    theta = flat.flatten() + noise if per_client else flat.flatten() + noise[0]
+    got = DenseStack.of(flat)(theta, *stack_padded(xs, ys))
+    for j in range(4):
+        torch.testing.assert_close(got[j], reference_grad(flat, theta[j] if per_client else theta, xs[j], ys[j]),
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_models_that_are_not_linear_stacks_keep_the_autograd_paths():
+    flat = small_conv()
+    theta = flat.flatten() + 0.05
+    xs, ys = make([5, 3, 8])
+    x, y, w = stack_padded(xs, ys)
+    client, guiding = batched_grads(flat, theta, x, y, w, chunk=2), SharedModelGrads(flat, 3)(theta, x, y, w)
+    for j in range(3):
+        torch.testing.assert_close(client[j], reference_grad(flat, theta, xs[j], ys[j]))
+        torch.testing.assert_close(guiding[j], reference_grad(flat, theta, xs[j], ys[j]))
+
+
+def test_row_dots_are_the_rows_inner_products():
+    a = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]])
+    b = torch.tensor([[4.0, 5.0, 6.0], [2.0, 2.0, 0.25]])
+    assert row_dots(a, b).tolist() == [32.0, 0.0]
+    assert row_dots(a[:0], b[:0]).shape == (0,)

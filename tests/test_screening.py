@@ -27,6 +27,15 @@ def test_huge_finite_entries_do_not_overflow_into_a_valid_norm():
     assert screen(z, max_norm=1e6).tolist() == [NORM_BOUND]
 
 
+def test_norms_at_the_bound_are_decided_in_float64():
+    """A row whose float32 norm rounds onto max_norm is rechecked in float64: a row whose exact norm is just above
+    the bound is flagged, one exactly at it is not, although their float32 norms are equal."""
+    z = torch.tensor([[1.0, 1e-4], [1.0, 0.0], [0.5, 0.0]])  # exact norms: 1 + 5e-9, 1, 0.5
+    assert torch.linalg.vector_norm(z, dim=1).tolist() == [1.0, 1.0, 0.5]
+    assert screen(z.clone(), 1.0).tolist() == [NORM_BOUND, 0, 0]
+    assert screen(z.clone(), 1.0, norms=torch.linalg.vector_norm(z, dim=1)).tolist() == [NORM_BOUND, 0, 0]
+
+
 def test_row_norms_in_bands_equal_whole_matrix_norms():
     z = torch.randn(37, 11, generator=torch.Generator().manual_seed(2))
     z[5, 3] = math.inf

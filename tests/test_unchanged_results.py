@@ -3,7 +3,10 @@
 The references were written by v0.1 (commit cd4d51b) with the configs below. Accepted sets, flags, C1 and accuracies
 must be equal; float datasets may differ in their last bits: v0.1 computed all of a rank's clients in one vmap call,
 now every call holds ``train.client_chunk`` clients (placement independence on GPUs, mpifl.gradients) and gradients
-come from autograd over a vmapped forward pass. On Fig. 3 (MNIST, MLP 2x200) every dataset is bitwise equal.
+come from a hand-written backward pass for linear stacks (mpifl.gradients.DenseStack). Norms are compared to
+1e-5, except on real MNIST: there a ReLU whose input rounds to the other side of 0 in one of the two summation
+orders changes that client's gradient by up to a few 1e-5 (against a float64 reference, autograd's own float32
+gradient was off by 4e-5 on such a batch, the hand-written one by 7e-6), so norms there are compared to 1e-4 and θ (entries of ~0.05) to 1e-5.
 """
 
 from pathlib import Path
@@ -22,13 +25,14 @@ EXACT = ("round", "test_accuracy", "clients/accepted", "clients/flags", "clients
 CLOSE = ("clients/c2", "clients/update_norm", "clients/guiding_norm")
 
 
-def compare(reference: np.lib.npyio.NpzFile, rule: str, f: h5py.File, theta_step: int = 1) -> None:
+def compare(reference: np.lib.npyio.NpzFile, rule: str, f: h5py.File, theta_step: int = 1, rtol: float = 1e-5,
+            atol: float = 1e-7) -> None:
     for name in EXACT:
         np.testing.assert_array_equal(f[name][:], reference[f"{rule}/{name}"], err_msg=f"{rule} {name}")
     for name in CLOSE:
-        np.testing.assert_allclose(f[name][:], reference[f"{rule}/{name}"], rtol=1e-5, err_msg=f"{rule} {name}")
+        np.testing.assert_allclose(f[name][:], reference[f"{rule}/{name}"], rtol=rtol, err_msg=f"{rule} {name}")
     key = "model/theta" if theta_step == 1 else f"model/theta_every_{theta_step}th"
-    np.testing.assert_allclose(f["model/theta"][::theta_step], reference[f"{rule}/{key}"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(f["model/theta"][::theta_step], reference[f"{rule}/{key}"], rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("rule", ["diversefl", "median", "trmean", "noisy_median", "rsa"])
@@ -46,4 +50,4 @@ def test_fig3_on_real_mnist_matches_v0_1(tmp_path: Path, real_mnist: Path, rule:
                       ["rounds=8", "train.eval_every=4", f"aggregator.name={rule}", f"data.root={real_mnist}"])
     run(cfg, tmp_path / "run.h5", progress=None)
     with h5py.File(tmp_path / "run.h5") as f:
-        compare(np.load(DATA / "golden_fig3_v0_1.npz"), rule, f, theta_step=97)
+        compare(np.load(DATA / "golden_fig3_v0_1.npz"), rule, f, theta_step=97, rtol=1e-4, atol=1e-5)

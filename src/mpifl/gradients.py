@@ -8,36 +8,125 @@ Placement independence: GPU kernels (and cuDNN's algorithm choice) depend on the
 would change with the number of clients its rank hosts. Every call therefore has the same shape on every rank: ``chunk``
 clients (the last chunk padded with zero-weight clients) of ``length`` points each (the longest batch of *all*
 clients, not of the rank's block).
+
+Models that are a stack of Linear layers with ReLU between them (softmax regression, the paper's MLP) take their
+gradients from :class:`DenseStack`, a hand-written backward pass: each layer's forward and input gradient are one
+matmul over every point of the call at a shared θ, and client j's weight gradient is one batched matmul δ_jᵀ A_j
+written into its row. Autograd over a vmapped forward (every other model) makes one copy of θ per client and
+reassembles each client's gradient from per-parameter pieces; the hand-written pass does neither, and it needs no
+``torch.func.grad`` (whose torch._dynamo import costs ~150 MB resident).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .models import FlatModel
 
 
-def stack_padded(xs: list[torch.Tensor], ys: list[torch.Tensor],
-                 length: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class DenseStack:
+    """Per-client gradients of the weighted cross-entropy for a model ``Flatten → (Linear → ReLU)* → Linear``.
+
+    Equal to autograd's to float rounding (the same products, summed in another order). θ is [d] (one model for
+    every client) or [k, d] (RSA's per-client models: the forward becomes one batched matmul per layer).
+    """
+
+    def __init__(self, flat: FlatModel, layers: list[tuple[int, int, int, int]]) -> None:
+        self.flat, self.dim = flat, flat.dim
+        self.layers = layers  # (weight offset, out features, in features, bias offset) in θ, input layer first
+
+    @classmethod
+    def of(cls, flat: FlatModel) -> DenseStack | None:
+        """The hand-written pass for ``flat``'s module, or None when it is not such a stack (e.g. VGG11-GN)."""
+        modules = list(flat.module.children()) if isinstance(flat.module, nn.Sequential) else []
+        if not modules or not isinstance(modules[0], nn.Flatten):
+            return None
+        kinds = [type(m) for m in modules[1:]]
+        expected = [nn.Linear, nn.ReLU] * (len(kinds) // 2) + [nn.Linear]
+        if kinds != expected or any(m.bias is None for m in modules[1::2]):
+            return None
+        offsets = dict(zip(flat.names, _offsets(flat.numels)))
+        layers = [(offsets[f"{i}.weight"], m.out_features, m.in_features, offsets[f"{i}.bias"])
+                  for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
+        return cls(flat, layers)
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """[k, d] gradients of the k clients' weighted losses (x [k, M, ...], y and w [k, M]), into ``out`` if given."""
+        k, m = y.shape
+        per_client = theta.dim() == 2
+        params = [(_param(theta, wo, (o, i)), _param(theta, bo, (o,))) for wo, o, i, bo in self.layers]
+        inputs = [x.reshape(k, m, -1)]
+        for weight, bias in params[:-1]:
+            inputs.append(torch.relu(_linear(inputs[-1], weight, bias, per_client)))
+        delta = torch.softmax(_linear(inputs[-1], *params[-1], per_client), dim=-1)
+        delta.scatter_add_(2, y.unsqueeze(-1), delta.new_full((k, m, 1), -1.0))
+        delta.mul_(w.unsqueeze(-1))
+        if out is None:
+            out = torch.empty((k, self.dim), dtype=torch.float32, device=x.device)
+        for layer in reversed(range(len(params))):
+            wo, o, i, bo = self.layers[layer]
+            torch.bmm(delta.transpose(1, 2), inputs[layer], out=out[:, wo:wo + o * i].view(k, o, i))
+            torch.sum(delta, dim=1, out=out[:, bo:bo + o])
+            if layer:
+                delta = torch.ops.aten.threshold_backward(torch.matmul(delta, params[layer][0]), inputs[layer], 0)
+        return out
+
+
+def _offsets(numels: list[int]) -> list[int]:
+    starts, at = [], 0
+    for n in numels:
+        starts.append(at)
+        at += n
+    return starts
+
+
+def _param(theta: torch.Tensor, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The parameter at ``offset`` in θ [d] or in each row of θ [k, d], shaped ``shape`` (or [k, *shape])."""
+    n = 1
+    for s in shape:
+        n *= s
+    return theta[..., offset:offset + n].unflatten(-1, shape)
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, per_client: bool) -> torch.Tensor:
+    """h [k, M, in] → h Wᵀ + b: one matmul over all k·M points for a shared W, one per client otherwise."""
+    if per_client:
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    return torch.addmm(bias, h.flatten(0, 1), weight.t()).unflatten(0, h.shape[:2])
+
+
+def stack_padded(xs: list[torch.Tensor], ys: list[torch.Tensor], length: int | None = None,
+                 into: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lists of per-client (x [m_j, ...], y [m_j]) → x [k, M, ...], y [k, M], weights [k, M] (1/m_j or 0).
 
     M is ``length`` (pass the longest batch over every client, so all ranks stack the same shape) or the longest here.
+    With ``into`` (e.g. :meth:`mpifl.data.datasets.Scaling.into`) the xs are raw images, written by ``into(x_j,
+    slot)`` into float32 slots of x as they are scaled; without it they are copied as they are.
     """
     longest = max(len(y) for y in ys)
     if length is not None and length < longest:
         raise ValueError(f"stack_padded: length={length} is shorter than a client's {longest} points.")
     size = length or longest
     k = len(xs)
-    x = xs[0].new_zeros((k, size, *xs[0].shape[1:]))
-    y = ys[0].new_zeros((k, size))
+    x = torch.empty((k, size, *xs[0].shape[1:]), dtype=torch.float32 if into else xs[0].dtype, device=xs[0].device)
+    y = ys[0].new_empty((k, size))
     w = torch.zeros((k, size), dtype=torch.float32, device=xs[0].device)
-    for j, (xj, yj) in enumerate(zip(xs, ys)):
-        x[j, : len(yj)] = xj
-        y[j, : len(yj)] = yj
-        w[j, : len(yj)] = 1.0 / len(yj)
+    for j, (xj, yj) in enumerate(zip(xs, ys)):  # only the padding is zeroed: a fill of the whole x costs a pass
+        m = len(yj)
+        if into is None:
+            x[j, :m] = xj
+        else:
+            into(xj, x[j, :m])
+        y[j, :m] = yj
+        x[j, m:] = 0
+        y[j, m:] = 0
+        w[j, :m] = 1.0 / m
     return x, y, w
 
 
@@ -56,47 +145,62 @@ def chunks(k: int, chunk: int) -> Iterator[slice]:
 
 def batched_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
                   chunk: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """[k, d] gradients, ``chunk`` clients per vmapped call. ``theta`` is [d] (one model for all) or [k, d] (one model
-    per client, RSA). ``out`` ([k, d], reused across rounds) receives the result; none is allocated when given.
+    """[k, d] gradients, ``chunk`` clients per call. ``theta`` is [d] (one model for all) or [k, d] (one model per
+    client, RSA). ``out`` ([k, d], reused across rounds) receives the result; none is allocated when given.
 
-    The vmap covers the forward pass only, on one model copy per client, and plain autograd differentiates the sum of
-    the per-client losses: row j of the result is client j's gradient. ``torch.func.grad`` gives the same bits but
-    imports torch._dynamo and sympy on first use, 130 MB of resident memory on every rank.
+    Linear stacks use :class:`DenseStack`. Other models: the vmap covers the forward pass only, on one model copy per
+    client, and plain autograd differentiates the sum of the per-client losses: row j of the result is client j's
+    gradient. ``torch.func.grad`` gives the same bits but imports torch._dynamo and sympy on first use, 130 MB of
+    resident memory on every rank.
     """
-
-    def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
-        return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
-
-    losses = torch.func.vmap(weighted_loss)
+    dense = DenseStack.of(flat)
     per_client = theta.dim() == 2
     k = x.shape[0]
     if out is None:
         out = torch.empty((k, flat.dim), dtype=torch.float32, device=x.device)
     for part in chunks(k, chunk):
-        models = _padded(theta[part], chunk) if per_client else theta.expand(chunk, -1)
-        t = models.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(losses(t, _padded(x[part], chunk), _padded(y[part], chunk),
-                                              _padded(w[part], chunk)).sum(), t)
-        out[part] = g[: part.stop - part.start]
+        full = part.stop - part.start == chunk
+        models = _padded(theta[part], chunk) if per_client else theta
+        xp, yp, wp = _padded(x[part], chunk), _padded(y[part], chunk), _padded(w[part], chunk)
+        if dense is not None and full:
+            dense(models.detach(), xp, yp, wp, out=out[part])
+        elif dense is not None:
+            out[part] = dense(models.detach(), xp, yp, wp)[: part.stop - part.start]
+        else:
+            out[part] = _autograd_grads(flat, models, xp, yp, wp)[: part.stop - part.start]
     return out
+
+
+def _autograd_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                    w: torch.Tensor) -> torch.Tensor:
+    """[k, d] gradients by autograd over a forward pass vmapped over k copies of θ ([d], or one per client [k, d])."""
+
+    def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
+        return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
+
+    models = theta if theta.dim() == 2 else theta.expand(x.shape[0], -1)
+    t = models.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(torch.func.vmap(weighted_loss)(t, x, y, w).sum(), t)
+    return g
 
 
 class SharedModelGrads:
     """Per-client gradients at one model θ for every client (DiverseFL's guiding gradients), ``chunk`` clients per
-    call: :func:`batched_grads` with a [d] θ to float rounding (bitwise on the paper's MLP shapes), about 1.5× faster:
-    θ enters the vmap unbatched, so each layer's forward is one matmul over the chunk's stacked points instead of one
-    per client copy of θ, and there is no [chunk, d] copy of θ to make or gradient to reassemble from per-client
-    pieces. Every call has the same shape (the last chunk padded with zero-weight clients), so a client's gradient
-    does not depend on which clients are computed with it. ``torch.func.grad`` imports torch._dynamo (~160 MB
-    resident), which is why the clients' own gradients (every rank) do not use it; guiding gradients are rank 0's."""
+    call. Every call has the same shape (the last chunk padded with zero-weight clients), so a client's gradient does
+    not depend on which clients are computed with it. Linear stacks use :class:`DenseStack`; other models
+    ``torch.func.grad`` with θ unbatched in the vmap (each layer's forward is one matmul over the chunk's stacked
+    points, no [chunk, d] copy of θ), about 1.5× faster than :func:`batched_grads`' path there, at the price of
+    importing torch._dynamo (~160 MB resident) on rank 0, the only rank that computes guiding gradients."""
 
     def __init__(self, flat: FlatModel, chunk: int) -> None:
         def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
             return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
 
         self.dim, self.chunk = flat.dim, chunk
-        self._grads = torch.func.vmap(torch.func.grad(weighted_loss), in_dims=(None, 0, 0, 0))
+        dense = DenseStack.of(flat)
+        self._grads = dense if dense is not None else \
+            torch.func.vmap(torch.func.grad(weighted_loss), in_dims=(None, 0, 0, 0))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[k, d] gradients of the k ≤ ``chunk`` clients' weighted losses (x [k, M, ...], y and w [k, M]) at θ [d]."""

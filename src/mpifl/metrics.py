@@ -141,6 +141,7 @@ class RunWriter:
     def __init__(self, file: h5py.File, rows: int) -> None:
         self.file, self.rows = file, rows
         self.n = int(file.attrs["clients"])
+        self.datasets = {name: file[name] for name in _per_round_names()}  # a lookup by name costs ~50 µs a round
         file.swmr_mode = True
 
     @classmethod
@@ -181,22 +182,22 @@ class RunWriter:
         return cls(h5py.File(path, "a", libver="latest"), rows)
 
     def append(self, rec: RoundRecord) -> None:
-        f, i = self.file, self.rows
+        f, i, data = self.file, self.rows, self.datasets
         scalars = {"round": rec.round, "lr": rec.lr, "applied": rec.applied, "n_accepted": int(rec.accepted.sum()),
                    "test_accuracy": rec.test_accuracy, "test_loss": rec.test_loss,
                    "backdoor_accuracy": rec.backdoor_accuracy}
         for name, value in scalars.items():
-            f[name].resize((i + 1,))
-            f[name][i] = value
+            data[name].resize((i + 1,))
+            data[name][i] = value
         for name in _PER_CLIENT:
-            ds = f[f"clients/{name}"]
+            ds = data[f"clients/{name}"]
             ds.resize((i + 1, self.n))
             ds[i] = getattr(rec, name)
         for phase in PHASES:
-            f[f"time/{phase}"].resize((i + 1,))
-            f[f"time/{phase}"][i] = rec.times.get(phase, 0.0)
+            data[f"time/{phase}"].resize((i + 1,))
+            data[f"time/{phase}"][i] = rec.times.get(phase, 0.0)
         for name in _PER_RANK:
-            ds = f[f"ranks/{name}"]
+            ds = data[f"ranks/{name}"]
             values = getattr(rec, name)
             ds.resize((i + 1, max(ds.shape[1], len(values))))
             ds[i] = _widened(values[None], ds.shape[1])[0]

@@ -36,20 +36,33 @@ def row_norms(z: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tens
     return out
 
 
-def screen(z: torch.Tensor, max_norm: float, sampled: torch.Tensor | None = None) -> torch.Tensor:
+BOUNDARY = 1e-4  # float32 norms this close (relatively) to max_norm are rechecked in float64
+
+
+def screen(z: torch.Tensor, max_norm: float, sampled: torch.Tensor | None = None,
+           norms: torch.Tensor | None = None) -> torch.Tensor:
     """Flags [n] uint8 with NON_FINITE / NORM_BOUND bits (and NOT_SAMPLED for rows outside ``sampled``, whose
-    content is ignored); the excluded rows of ``z`` are zeroed in place.
+    content is ignored); the excluded rows of ``z`` are zeroed in place. ``norms``: the rows' float32 norms when the
+    caller has them (:func:`row_norms`).
 
     Zeroing lets similarity and norm computations run on every row without NaN propagating; rules only ever see the
     valid rows. In place because ``z`` is the round's receive buffer: a copy would double rank 0's largest array.
     """
-    # One float64 pass: squares of float32 entries cannot overflow there, so a row's norm is finite exactly when all
-    # its entries are (inf and NaN propagate), and 1e30-sized entries still count against max_norm.
-    norms = row_norms(z, torch.float64)
-    finite = torch.isfinite(norms)
-    bounded = norms <= max_norm
+    # A float32 norm is finite only if every entry is (inf and NaN propagate), and then it decides the bound, except
+    # within BOUNDARY of max_norm. The rows it cannot decide (non-finite: NaN/inf entries, or squares of 1e30-sized
+    # entries that overflow float32; or at the boundary) are measured again in float64, where squares of float32
+    # entries cannot overflow, so 1e30-sized entries still count against max_norm. Only those rows: a float64 copy
+    # of every row cost more than the rest of the screening.
+    norms64 = (row_norms(z) if norms is None else norms).to(torch.float64)
+    unsure = (~torch.isfinite(norms64) | ((norms64 - max_norm).abs() <= BOUNDARY * max_norm)).nonzero().flatten()
+    if len(unsure):
+        norms64[unsure] = row_norms(z[unsure], torch.float64)
+    finite = torch.isfinite(norms64)
+    bounded = norms64 <= max_norm
     flags = (~finite).to(torch.uint8) * NON_FINITE | (finite & ~bounded).to(torch.uint8) * NORM_BOUND
     if sampled is not None:
         flags = torch.where(sampled, flags, torch.full_like(flags, NOT_SAMPLED))
-    z[flags != 0] = 0.0
+    excluded = (flags != 0).nonzero().flatten()
+    if len(excluded):  # only the excluded rows are written (a row mask would rewrite all of z)
+        z.index_fill_(0, excluded, 0.0)
     return flags

@@ -78,7 +78,7 @@ class Server:
         update_norm = row_norms(z)
         if sampled is not None:
             sampled = sampled.to(z.device)
-        flags = screen(z, agg.max_norm, sampled)
+        flags = screen(z, agg.max_norm, sampled, update_norm)
         n = z.shape[0]
         c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
         c2 = torch.full((n,), math.nan, device=z.device)
@@ -103,7 +103,7 @@ class Server:
             self._unverified = torch.zeros_like(z)
         unverified = self._unverified.zero_()
 
-        def adjust(clients: torch.Tensor, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
+        def adjust(clients: slice | torch.Tensor, rows: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
             rebuilt, unverified[clients] = rule.split(rows, guiding)
             return rebuilt
 

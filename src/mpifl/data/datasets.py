@@ -77,13 +77,17 @@ def to_float(x: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor)
 
     In place on the one float copy: temporaries of a client's whole shard would outlive the call in the allocator.
     """
-    xf = x.to(torch.float32)
+    return scale_(x.to(torch.float32), scale, mean, std)
+
+
+def scale_(xf: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """:func:`to_float`'s scaling, in place on float32 images [..., C, H, W] that hold the uint8 values."""
     if scale == "raw":
         return xf
     xf.div_(255.0)
     if scale == "unit":
         return xf
-    return xf.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return xf.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ class Scaling:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return to_float(x, self.scale, self.mean, self.std)
+
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """uint8 images ``x`` scaled into the float32 tensor ``out`` of the same shape (a slot of a stacked batch):
+        one conversion pass fewer than scaling a copy and then copying it."""
+        return scale_(out.copy_(x), self.scale, self.mean, self.std)
 
 
 def load(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:

@@ -18,7 +18,7 @@ import torch
 
 from ..attacks.client import poison_labels
 from ..data.partition import fraction_size
-from ..guiding import GuidingGradients
+from ..guiding import GuidingGradients, row_dots
 from ..models import FlatModel
 from ..rng import Purpose, generator
 from ..screening import DIRECTION, LENGTH, ZERO_GUIDING
@@ -97,7 +97,7 @@ def client_test(rule: Rule, z: torch.Tensor, guiding: torch.Tensor, eps1: float,
     ``guiding`` (eqs. 11-12 less the rule's tolerated flags, then its reshaping): ([k] accepted, the rows it would
     use). It is public: attacks tuned against the rule call it with their estimates of the guiding gradients."""
     norms = torch.linalg.vector_norm(guiding, dim=1)
-    c1, c2 = similarity((z * guiding).sum(dim=1), torch.linalg.vector_norm(z, dim=1), norms)
+    c1, c2 = similarity(row_dots(z, guiding), torch.linalg.vector_norm(z, dim=1), norms)
     accepted = accepted_by(rule, diversefl_flags(c1, c2, norms, eps1, eps2))
     return accepted, rule.reshape(z, guiding) if rule.reshapes_updates else z
 
