@@ -8,6 +8,7 @@ import torch
 
 from mpifl.rng import Purpose, generator
 from mpifl.rules.base import Decision, RoundView
+from mpifl.rules import bulyan
 from mpifl.rules.bulyan import Bulyan, krum_selection
 from mpifl.rules.dnc import DivideAndConquer
 from mpifl.rules.fltrust import FLTrust
@@ -116,6 +117,17 @@ def test_bulyan_matches_numpy(k: int, f: int, d: int):
     assert np.flatnonzero(decision.accepted.numpy()).tolist() == picked
     honest = z[f:]  # clustered Byzantine rows may win late Krum picks; the median step still keeps them out
     assert (honest.min(0) <= decision.direction.numpy()).all() and (decision.direction.numpy() <= honest.max(0)).all()
+
+
+def test_bulyan_mean_around_median_keeps_the_earlier_row_at_equal_distances(monkeypatch: pytest.MonkeyPatch):
+    """Column 0: values 3, 1, 2 (median 2, distances 1, 1, 0): β = 2 keeps 2 and the earlier 3 → 2.5. Column 1: the
+    same values with the tie the other way round → 1.5. Column 2: a stable sort by distance on a wider spread. Bands
+    of 2 columns split the columns across calls."""
+    monkeypatch.setattr(bulyan, "CPU_BAND", 2)
+    z = torch.tensor([[3.0, 1.0, 7.0], [1.0, 3.0, -5.0], [2.0, 2.0, 1.0], [9.0, 9.0, 9.0]])
+    got = bulyan.mean_around_median(z, torch.tensor([0, 1, 2]), 2)
+    assert got.tolist() == [2.5, 1.5, 4.0]  # column 2: median 1, distances 6, 6, 0 → keep 1 and 7
+    assert bulyan.mean_around_median(z, torch.tensor([0, 1, 2]), 3).tolist() == [2.0, 2.0, 1.0]
 
 
 def test_bulyan_first_pick_is_byzfl_krum():

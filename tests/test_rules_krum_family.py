@@ -10,6 +10,7 @@ import torch
 
 from mpifl.config import ConfigError
 from mpifl.rules.base import RoundView
+from mpifl.rules import clipping
 from mpifl.rules.clipping import CenteredClipping, ClippingParams
 from mpifl.rules.geomed import GeometricMedian, GeoMedParams
 from mpifl.rules.krum import Krum, KrumParams, MultiKrum, MultiKrumParams, krum_scores
@@ -183,6 +184,19 @@ def test_centered_clipping_over_rounds_is_byzfl(seed: int, attack: str, tau: flo
         torch.testing.assert_close(decision.direction, reference(x), rtol=1e-5, atol=1e-5)
         assert torch.equal(decision.accepted, view.valid)
         assert decision.weight[list(INVALID)].tolist() == [0.0, 0.0]
+
+
+def test_centered_clipping_in_column_bands_is_byzfl(monkeypatch: pytest.MonkeyPatch):
+    """Bands of 7 columns (not a divisor of the width): the norms summed over bands and the banded step give
+    ByzFL's result, round after round."""
+    monkeypatch.setattr(clipping, "CPU_BAND", 7)
+    rule = CenteredClipping(ClippingParams(tau=2.0, iterations=2), 13)
+    reference = byzfl.CenteredClipping(L=2, tau=2.0)
+    for round_ in range(1, 4):
+        x = rows(round_, "sign_flip")
+        assert x.shape[1] % 7
+        view, _ = padded(x, round_=round_)
+        torch.testing.assert_close(rule.aggregate(view).direction, reference(x), rtol=1e-5, atol=1e-5)
 
 
 def test_centered_clipping_weights_are_each_clients_share_of_the_direction():

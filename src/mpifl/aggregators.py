@@ -50,10 +50,15 @@ def gram64(z: torch.Tensor, rows: torch.Tensor | None = None, elements: int = GR
 
 
 def masked_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-    """(1/|A|) sum_{j in A} z_j over the accepted set A = {j : mask_j}; None when A is empty."""
-    if not bool(mask.any()):
+    """(1/|A|) sum_{j in A} z_j over the accepted set A = {j : mask_j}; None when A is empty.
+
+    One matrix-vector product Zᵀw with w_j = 1/|A| on A and 0 elsewhere: it reads Z once and copies no rows (a
+    gathered copy of the accepted rows took 10x as long at [20, 1e6]). The rows outside A must be finite, as in
+    the screened matrix every rule sees (excluded rows are zero there): 0 · inf would be NaN."""
+    count = int(mask.sum())
+    if count == 0:
         return None
-    return by_columns(z, mask, lambda rows, cols: rows.mean(dim=0))
+    return torch.mv(z.T, mask.to(z.dtype) / count)
 
 
 def coordinate_median(z: torch.Tensor) -> torch.Tensor:

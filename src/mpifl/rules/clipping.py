@@ -30,8 +30,7 @@ class ClippingParams:
             raise ConfigError(f"aggregator.params.iterations={self.iterations} must be >= 1.")
 
 
-CPU_BAND = 16384  # columns per band on the CPU: the k rows' differences of a band stay in cache between uses
-CACHED_ELEMENTS = 1 << 23  # below this many entries (32 MB) Z stays in the last-level cache: one band, fewer ops
+CPU_BAND = 16384  # columns per band on the CPU: a band of the k rows and their differences stay in cache
 
 
 def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
@@ -40,26 +39,27 @@ def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
     result: v_L = (1 − Σ share) v_0 + Σ share_i x_i, tracked through the recursion
     share ← share (1 − Σ c/k) + c/k (each step keeps 1 − Σ c_i/k of the old centre).
 
-    On the CPU each step reads the rows twice, a band of columns at a time (the norms, summed in float64 over the
-    bands; then the clipped pulls), instead of writing a [k, d] difference matrix and reading it three times."""
+    Each step reads the rows twice: the norms ||x_i − v||, a band of columns at a time on the CPU (each band's
+    float32 norms summed in float64), then the step itself as one matrix-vector product per band,
+    v (1 − Σ c_i/k) + Σ (c_i/k) x_i, which writes no [k, d] difference matrix."""
     k, d = rows.shape
-    band = CPU_BAND if rows.device.type == "cpu" and rows.numel() > CACHED_ELEMENTS else d
+    band = CPU_BAND if rows.device.type == "cpu" else d
     work = torch.empty((k, min(band, d)), dtype=rows.dtype, device=rows.device)
     shares = torch.zeros(k, dtype=rows.dtype, device=rows.device)
     for _ in range(iterations):
         squares = torch.zeros(k, dtype=torch.float64, device=rows.device)
         for lo in range(0, d, band):
             part = torch.sub(rows[:, lo:lo + band], v[lo:lo + band], out=work[:, :min(band, d - lo)])
-            squares += torch.linalg.vector_norm(part, dim=1, dtype=torch.float64).square()
+            squares += torch.linalg.vector_norm(part, dim=1).double().square()
         norms = squares.sqrt().to(rows.dtype)
         factors = torch.where(norms > tau, tau / norms, 1.0)  # norms > tau ≥ 0: no division by zero
+        pulls = factors / k
+        keep = float(1 - pulls.sum())
         moved = torch.empty_like(v)
         for lo in range(0, d, band):
-            part = torch.sub(rows[:, lo:lo + band], v[lo:lo + band], out=work[:, :min(band, d - lo)])
-            torch.add(v[lo:lo + band], part.mul_(factors[:, None]).sum(dim=0) / k, out=moved[lo:lo + band])
+            torch.addmv(v[lo:lo + band], rows[:, lo:lo + band].T, pulls, beta=keep, out=moved[lo:lo + band])
         v = moved
-        pulls = factors / k
-        shares = shares * (1 - pulls.sum()) + pulls
+        shares = shares * keep + pulls
     return v, shares
 
 
