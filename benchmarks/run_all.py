@@ -220,7 +220,7 @@ def print_tables(result: dict) -> None:
         for r in result["rounds"]:
             ph = r["phases"]
             body.append([r["config"], r["device"], f"{r['round_ms']:.1f}", *(f"{ph[p]:.1f}" for p in (*PHASES, "rest")),
-                         f"{r['floor_ms']:.2f}", f"{r['round_ms'] / r['floor_ms']:.0f}×"])
+                         f"{r['floor_ms']:.2f}", f"{r['round_ms'] / r['floor_ms']:.1f}×"])
         print("(a) round, ms (median over rounds 2..R)\n")
         print(table(["config", "device", "round", *PHASES, "rest", "FLOP floor", "round/floor"], body) + "\n")
     body = []

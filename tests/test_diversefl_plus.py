@@ -100,6 +100,16 @@ def test_spectral_must_not_be_negative():
         small_config(aggregator={"name": "diversefl_plus", "params": {"spectral": -1}})
 
 
+def test_steps_that_need_per_client_rows_refuse_pre_aggregators():
+    with pytest.raises(ConfigError, match=r"aggregator.pre=\['nnm'\]: the pre-aggregated rows mix clients"):
+        small_config(aggregator={"name": "diversefl_plus", "pre": ["nnm"]})
+    with pytest.raises(ConfigError, match="set spectral: 0 and pooled: false"):
+        small_config(aggregator={"name": "diversefl_plus", "pre": ["bucketing"], "params": {"spectral": 0,
+                                                                                          "pooled": True}})
+    cfg = small_config(aggregator={"name": "diversefl_plus", "pre": ["nnm"], "params": {"spectral": 0}})
+    assert cfg.aggregator.pre == ["nnm"]
+
+
 def view(guiding: torch.Tensor, honest: torch.Tensor, seed: int) -> AttackView:
     facts = RuleFacts("diversefl_plus", len(honest) + len(guiding), len(guiding), 0.5, 2.0, 0.1, None, None)
     return AttackView(honest, guiding.clone(), guiding, torch.zeros(guiding.shape[1]), 1,

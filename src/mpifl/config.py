@@ -225,6 +225,8 @@ class AggregatorConfig:
                               f"{''.join(' or ' + p for p in self.pre)}; known: {', '.join(sorted(known)) or 'none'}.")
         for cls in (rule, *steps):
             step_params(self, cls)
+        if self.pre:
+            rule.check_pre(step_params(self, rule), self.pre)
         if not 0.0 <= self.beta < 0.5:
             raise ConfigError(f"aggregator.beta={self.beta} must be in [0, 0.5): TrMean trims beta*n from each end.")
         _positive("aggregator.sigma", self.sigma, strict=False)

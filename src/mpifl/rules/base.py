@@ -71,6 +71,11 @@ class Rule:
     def __init__(self, params: object, n: int) -> None:
         self.params, self.n = params, n
 
+    @classmethod
+    def check_pre(cls, params: object, pre: list[str]) -> None:
+        """Raise ConfigError when the rule with ``params`` cannot run behind the pre-aggregators ``pre`` (whose
+        rows mix clients); config validation calls it, so the run stops before it starts."""
+
     def aggregate(self, view: RoundView) -> Decision:
         raise NotImplementedError
 

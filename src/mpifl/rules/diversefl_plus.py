@@ -89,6 +89,14 @@ class DiverseFLPlus(Rule):
         length = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
         return rows * (p.clip * g_norm / length.clamp_min(tiny)).clamp(max=1.0), unit
 
+    @classmethod
+    def check_pre(cls, params: object, pre: list[str]) -> None:
+        assert isinstance(params, Params)
+        _require(not pre or not (params.spectral or params.pooled),
+                 f"aggregator.name=diversefl_plus with aggregator.pre={pre}: the pre-aggregated rows mix clients, so "
+                 "the spectral step (aggregator.params.spectral) and the pooled direction (aggregator.params.pooled) "
+                 "have no per-client parts to work on; set spectral: 0 and pooled: false, or drop aggregator.pre.")
+
     @property
     def keeps_unverified(self) -> bool:
         return self.params.spectral > 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..aggregators import masked_mean
 from ..config import ConfigError
 from ..rng import Purpose, generator
 from .base import Decision, RoundView, Rule, TooFewUpdates, weights_of
@@ -62,8 +63,8 @@ class DivideAndConquer(Rule):
 
     def aggregate(self, view: RoundView) -> Decision:
         device, (n, d) = view.z.device, view.z.shape
-        rows = view.z[view.valid]
-        k, removed = rows.shape[0], self.params.removed
+        usable = torch.nonzero(view.valid).squeeze(1)
+        k, removed = usable.shape[0], self.params.removed
         if k == 0:
             return Decision(None, view.valid.clone(), torch.zeros(n, device=device))
         if k <= removed:
@@ -73,12 +74,13 @@ class DivideAndConquer(Rule):
         draws = generator(view.seed, Purpose.RULE, view.round)
         for _ in range(self.params.iterations):
             if self.params.subsample >= d:
-                sample = rows
-            else:
-                sample = rows[:, torch.randperm(d, generator=draws)[:self.params.subsample].to(device)]
+                sample = view.z[usable]
+            else:  # the sampled columns of the usable rows only: no copy of the whole rows
+                columns = torch.randperm(d, generator=draws)[:self.params.subsample].to(device)
+                sample = torch.index_select(view.z, 1, columns)[usable]
             worst = torch.argsort(outlier_scores(sample), descending=True, stable=True)[:removed]
             good[worst] = False
         accepted = torch.zeros(n, dtype=torch.bool, device=device)
-        accepted[torch.nonzero(view.valid).squeeze(1)[good]] = True
-        direction = rows[good].mean(dim=0) if bool(good.any()) else None
+        accepted[usable[good]] = True
+        direction = masked_mean(view.z, accepted)
         return Decision(direction, accepted, weights_of(accepted))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import gram64
+from ..aggregators import gram64, masked_mean
 from ..config import ConfigError
 from .base import Decision, RoundView, Rule, TooFewUpdates
 from .registry import register
@@ -57,7 +57,7 @@ def select(view: RoundView, f: int, m: int | None) -> Decision:
     chosen = torch.sort(scores, stable=True).indices[:m]
     accepted = torch.zeros(n, dtype=torch.bool, device=device)
     accepted[index[chosen]] = True
-    return Decision(view.z[index[chosen]].mean(dim=0), accepted, accepted.to(torch.float32) / m)
+    return Decision(masked_mean(view.z, accepted), accepted, accepted.to(torch.float32) / m)
 
 
 def _check_f(f: int) -> None:

@@ -91,25 +91,27 @@ class SignGuard(Rule):
 
     def aggregate(self, view: RoundView) -> Decision:
         device, (n, d) = view.z.device, view.z.shape
-        rows = view.z[view.valid]
-        if rows.shape[0] == 0:
+        usable = torch.nonzero(view.valid).squeeze(1)
+        if usable.shape[0] == 0:
             return Decision(None, view.valid.clone(), torch.zeros(n, device=device))
-        norms = torch.linalg.vector_norm(rows, dim=1)
+        norms = torch.linalg.vector_norm(view.z, dim=1)[usable]
         median = coordinate_median(norms.unsqueeze(1))[0]
         by_norm = (norms >= self.params.lower * median) & (norms <= self.params.upper * median)
-        by_sign = largest_mean_shift_cluster(sign_features(rows[:, self._coordinates(d, view)]))
+        by_sign = largest_mean_shift_cluster(sign_features(self._sampled_coordinates(view)[usable]))
         good = by_norm & by_sign
         accepted = torch.zeros(n, dtype=torch.bool, device=device)
-        accepted[torch.nonzero(view.valid).squeeze(1)[good]] = True
+        accepted[usable[good]] = True
         if not bool(good.any()):
             return Decision(None, accepted, weights_of(accepted))
-        scale = torch.where(norms[good] > median, median / norms[good], 1.0)
-        return Decision(scale @ rows[good] / int(good.sum()), accepted, weights_of(accepted))
+        scale = torch.zeros(n, dtype=view.z.dtype, device=device)  # the clipped mean as one Zᵀw: no rows copied
+        scale[usable[good]] = torch.where(norms[good] > median, median / norms[good], 1.0) / int(good.sum())
+        return Decision(torch.mv(view.z.T, scale), accepted, weights_of(accepted))
 
-    def _coordinates(self, d: int, view: RoundView) -> torch.Tensor | slice:
-        """The coordinates whose signs are counted this round."""
+    def _sampled_coordinates(self, view: RoundView) -> torch.Tensor:
+        """[n, c] the columns of Z whose signs are counted this round (all of Z when coordinates = 1)."""
+        d = view.z.shape[1]
         if self.params.coordinates >= 1:
-            return slice(None)
+            return view.z
         count = max(1, math.floor(self.params.coordinates * d))
         draws = generator(view.seed, Purpose.RULE, view.round)
-        return torch.randperm(d, generator=draws)[:count].to(view.z.device)
+        return torch.index_select(view.z, 1, torch.randperm(d, generator=draws)[:count].to(view.z.device))
