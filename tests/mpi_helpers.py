@@ -3,9 +3,12 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
+
+from mpifl.metrics import complete_rows, open_for_reading
 
 HERE = Path(__file__).resolve().parent
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
@@ -35,3 +38,18 @@ def write_config(tmp_path: Path, tree: dict) -> Path:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def wait_for_rounds(out: Path, rounds: int, deadline: float) -> None:
+    """Return once the run file ``out`` (written by a running job) holds ``rounds`` rounds; AssertionError at the
+    ``time.monotonic()`` deadline. Signal tests wait for this, not a fixed time: a fixed sleep stops a run at
+    a round that depends on how fast rounds are (a faster release once slept past a whole 80-round run)."""
+    while time.monotonic() < deadline:
+        try:
+            with open_for_reading(out) as f:
+                if complete_rows(f) >= rounds:
+                    return
+        except (OSError, KeyError):  # not created yet, or its layout not written yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{out} did not reach {rounds} rounds in time")

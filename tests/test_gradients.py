@@ -50,12 +50,18 @@ def test_padding_weights():
     assert w.tolist() == [[0.5, 0.5, 0.0, 0.0], [0.25] * 4]
 
 
-def test_a_clients_gradient_does_not_depend_on_the_clients_beside_it():
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_clients_gradient_does_not_depend_on_the_clients_beside_it(device: str):
     """The placement-independence contract: whichever block of clients a rank hosts (1, 3 or all 5 here), each call
-    has the same shape (chunk clients, padded to the longest batch of all clients), so the bits are equal."""
+    has the same shape (chunk clients, padded to the longest batch of all clients), so the bits are equal. On a GPU
+    this is what would catch a matmul whose reduction order depends on a row's position in the call."""
     flat = FlatModel(build("mlp", (1, 6, 6), 10, hidden=7))
-    theta = flat.flatten()
+    theta = flat.flatten().to(device)
     xs, ys = make([5, 3, 8, 8, 2])
+    xs, ys = [x.to(device) for x in xs], [y.to(device) for y in ys]
     alone = torch.cat([batched_grads(flat, theta, *stack_padded(xs[j:j + 1], ys[j:j + 1], 8), chunk=4)
                        for j in range(5)])
     blocks = torch.cat([batched_grads(flat, theta, *stack_padded(xs[a:b], ys[a:b], 8), chunk=4)

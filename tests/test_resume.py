@@ -21,7 +21,7 @@ from mpifl.train import run
 from .conftest import small_config, small_tree
 
 HERE = Path(__file__).resolve().parent
-ROUNDS = 60
+ROUNDS = 150  # a run must outlast the poll that signals it at round 4-20 by a wide margin
 
 
 def tree(rule: str) -> dict:
@@ -184,3 +184,25 @@ def test_full_disk_stops_the_run_with_one_line_and_keeps_the_file(tiny_disk: Pat
         rows = f["round"][:]
         assert len(rows) >= 4 and rows.tolist() == list(range(1, len(rows) + 1))
     assert checkpoint.load(checkpoint.path_for(out)).round >= 4  # the last good checkpoint survived
+
+
+def test_stop_signals_are_recorded_then_ignored_until_exit():
+    """Inside the round loop SIGUSR1/SIGTERM only set a flag. Without a stop the previous handlers come back; after
+    one, further stop signals are ignored, so a second SIGTERM (srun ending the step) cannot turn the exit code 75
+    into a death by signal."""
+    from mpifl.train import _StopSignals
+
+    before, before_term = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    with _StopSignals() as quiet:
+        pass
+    assert not quiet.requested and signal.getsignal(signal.SIGUSR1) is before
+    try:
+        with _StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+        assert stop.requested
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGUSR1)  # would end this process with the default handler
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+        signal.signal(signal.SIGTERM, before_term)

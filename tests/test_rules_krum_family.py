@@ -199,6 +199,15 @@ def test_centered_clipping_in_column_bands_is_byzfl(monkeypatch: pytest.MonkeyPa
         torch.testing.assert_close(rule.aggregate(view).direction, reference(x), rtol=1e-5, atol=1e-5)
 
 
+def test_centered_clipping_pulls_huge_rows_by_tau():
+    """Entries of 1e20 overflow a float32 norm; the row still moves the centre by tau / k towards it, not by 0."""
+    x = torch.tensor([[1e20, 0.0], [0.0, 1.0]])
+    view = RoundView(x, torch.ones(2, dtype=torch.bool), torch.zeros(2), 1)
+    decision = CenteredClipping(ClippingParams(tau=1.0), 2).aggregate(view)
+    torch.testing.assert_close(decision.direction, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(decision.weight, torch.tensor([0.5e-20, 0.5]))
+
+
 def test_centered_clipping_weights_are_each_clients_share_of_the_direction():
     x = torch.tensor([[0.5], [4.0]])
     view = RoundView(x, torch.ones(2, dtype=torch.bool), torch.zeros(1), 1)

@@ -33,7 +33,25 @@ def test_norms_at_the_bound_are_decided_in_float64():
     z = torch.tensor([[1.0, 1e-4], [1.0, 0.0], [0.5, 0.0]])  # exact norms: 1 + 5e-9, 1, 0.5
     assert torch.linalg.vector_norm(z, dim=1).tolist() == [1.0, 1.0, 0.5]
     assert screen(z.clone(), 1.0).tolist() == [NORM_BOUND, 0, 0]
-    assert screen(z.clone(), 1.0, norms=torch.linalg.vector_norm(z, dim=1)).tolist() == [NORM_BOUND, 0, 0]
+
+
+def test_long_rows_just_above_the_bound_are_flagged():
+    """A whole-row float32 norm of 1e6 equal entries comes out 4e-4 low (999,782 for an exact 1,000,200); the
+    screening norms are summed from bands and decide like float64."""
+    z = torch.full((3, 10**6), 1000.2)
+    z[1] = 1000.1  # exact norm 1,000,100
+    z[2] = 999.8  # exact norm 999,800
+    assert float(torch.linalg.vector_norm(z[0])) < 1e6  # the whole-row float32 norm would let row 0 through
+    assert screen(z, 1e6).tolist() == [NORM_BOUND, NORM_BOUND, 0]
+    assert z[:2].abs().sum() == 0 and bool((z[2] == 999.8).all())
+
+
+def test_bounds_outside_float32s_range():
+    """An infinite bound flags only non-finite rows; a bound below what float32 squares resolve is decided in
+    float64 (1e-25 entries square to 0 in float32)."""
+    z = torch.tensor([[1e30, 0.0], [math.inf, 0.0], [1e-25, 1e-25], [0.0, 0.0]])
+    assert screen(z.clone(), math.inf).tolist() == [0, NON_FINITE, 0, 0]
+    assert screen(z.clone(), 1e-30).tolist() == [NORM_BOUND, NON_FINITE, NORM_BOUND, 0]
 
 
 def test_row_norms_in_bands_equal_whole_matrix_norms():

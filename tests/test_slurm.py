@@ -15,7 +15,7 @@ import yaml
 from mpifl.train import run
 
 from .conftest import REPO, small_config, small_tree
-from .mpi_helpers import mpirun, train_cmd, write_config
+from .mpi_helpers import mpirun, train_cmd, wait_for_rounds, write_config
 
 SLURM = Path(__file__).resolve().parent / "slurm"
 JOBS = REPO / "jobs" / "slurm"
@@ -100,14 +100,12 @@ def test_each_rank_reports_its_gpu(cluster, tmp_path: Path, request_gpus: list[s
 
 
 def test_time_limit_signal_checkpoints_and_the_requeued_job_finishes(cluster, tmp_path: Path):
-    tree = small_tree(clients=4, rounds=120, output={"checkpoint_every": 0})
+    tree = small_tree(clients=4, rounds=400, output={"checkpoint_every": 0})
     config = write_config(tmp_path, tree)
     job = sbatch(tmp_path, "--ntasks=3", str(JOBS / "train.sbatch"), str(config), "--quiet")
     out = tmp_path / "runs" / f"mpifl-{job}" / "run.h5"
     deadline = time.monotonic() + 120
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_for_rounds(out, 2, deadline)
     # what --signal=TERM@120 does near the time limit: SIGTERM to every task of the job's steps
     subprocess.run(["scancel", "--signal=TERM", job], check=True)
     while job_state(job) not in ("PENDING", "") and time.monotonic() < deadline:
@@ -119,7 +117,7 @@ def test_time_limit_signal_checkpoints_and_the_requeued_job_finishes(cluster, tm
     assert log.count("stopped by signal after round") == 1  # rank 0 only
     single = run(small_config(**tree), tmp_path / "single.h5", progress=None)
     with h5py.File(out, "r") as f:
-        assert f["round"][:].tolist() == list(range(1, 121))
+        assert f["round"][:].tolist() == list(range(1, 401))
         np.testing.assert_allclose(f["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
 
 

@@ -18,7 +18,7 @@ import yaml
 from mpifl.train import run
 
 from .conftest import REPO, small_config, small_tree
-from .mpi_helpers import write_config
+from .mpi_helpers import wait_for_rounds, write_config
 
 TWO_NODE = Path(__file__).resolve().parent / "slurm" / "two-node"
 JOBS = REPO / "jobs" / "slurm"
@@ -128,14 +128,12 @@ def test_array_on_two_nodes_writes_one_file_per_point(cluster, tmp_path: Path):
 
 
 def test_time_limit_signal_on_both_nodes_checkpoints_and_the_requeued_job_resumes(cluster, tmp_path: Path):
-    tree = small_tree(clients=4, rounds=80, output={"checkpoint_every": 0})
+    tree = small_tree(clients=4, rounds=300, output={"checkpoint_every": 0})
     config = write_config(tmp_path, tree)
     job = sbatch(tmp_path, *TWO_BY_TWO, str(JOBS / "train.sbatch"), str(config), "--quiet")
     out = tmp_path / "runs" / f"mpifl-{job}" / "run.h5"
     deadline = time.monotonic() + 60
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_for_rounds(out, 2, deadline)
     # what --signal=TERM@120 does near the time limit: SIGTERM to every task of the job's steps, on every node
     slurm("scancel", "--signal=TERM", job)
     while squeue(job) not in ("PENDING", "") and time.monotonic() < deadline:
@@ -150,7 +148,7 @@ def test_time_limit_signal_on_both_nodes_checkpoints_and_the_requeued_job_resume
         assert re.search(rf"^srun: error: {node}: tasks? [0-9,-]+: Exited with exit code 75$", log, flags=re.M), log
     single = run(small_config(**tree), tmp_path / "single.h5", progress=None)
     with h5py.File(out, "r") as f:
-        assert f["round"][:].tolist() == list(range(1, 81)) and f.attrs["ranks"] == 4
+        assert f["round"][:].tolist() == list(range(1, 301)) and f.attrs["ranks"] == 4
         np.testing.assert_allclose(f["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
 
 

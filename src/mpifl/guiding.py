@@ -21,8 +21,11 @@ CHUNK_ELEMENTS = 1 << 24  # guiding-gradient entries per call (64 MB): 84 client
 
 
 def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[k] inner products of the rows of a and b, one BLAS dot each: ``(a * b).sum(1)`` writes a [k, d] temporary
-    first and took 2.5x as long for the paper's MLP."""
+    """[k] inner products of the rows of a and b. On a CPU one BLAS dot per row: ``(a * b).sum(1)`` writes a [k, d]
+    temporary first and took 2.5x as long for the paper's MLP. On a GPU one fused ``vecdot`` kernel: a launch per
+    row would be 10,000 launches a round with 10,000 clients."""
+    if a.device.type != "cpu":
+        return torch.linalg.vecdot(a, b)
     return torch.stack([torch.dot(a[i], b[i]) for i in range(len(a))]) if len(a) else a.new_zeros(0)
 
 

@@ -78,7 +78,7 @@ class Server:
         update_norm = row_norms(z)
         if sampled is not None:
             sampled = sampled.to(z.device)
-        flags = screen(z, agg.max_norm, sampled, update_norm)
+        flags = screen(z, agg.max_norm, sampled)
         n = z.shape[0]
         c1 = torch.zeros(n, dtype=torch.int8, device=z.device)
         c2 = torch.full((n,), math.nan, device=z.device)

@@ -204,7 +204,10 @@ class _StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+            # After a stop the process is on its way to exit 75 with its checkpoint written; a second SIGTERM (srun
+            # terminates the rest of a step once its first task exits) must not kill it first, or the job script
+            # sees "Terminated", not 75, and does not requeue. Otherwise the previous handlers come back.
+            signal.signal(sig, signal.SIG_IGN if self.requested else handler)  # type: ignore[arg-type]
 
 
 def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = None,

@@ -51,6 +51,8 @@ def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
         for lo in range(0, d, band):
             part = torch.sub(rows[:, lo:lo + band], v[lo:lo + band], out=work[:, :min(band, d - lo)])
             squares += torch.linalg.vector_norm(part, dim=1).double().square()
+        for j in (~torch.isfinite(squares)).nonzero().flatten().tolist():  # float32 overflow (entries ≳ 1.8e19)
+            squares[j] = torch.linalg.vector_norm(rows[j].double() - v.double()).square()
         norms = squares.sqrt().to(rows.dtype)
         factors = torch.where(norms > tau, tau / norms, 1.0)  # norms > tau ≥ 0: no division by zero
         pulls = factors / k
