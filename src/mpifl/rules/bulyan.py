@@ -58,7 +58,7 @@ def mean_around_median(z: torch.Tensor, rows: torch.Tensor, beta: int) -> torch.
     dropped one at a time, the farthest first, a band of columns at a time, so nothing as large as the selected rows
     is sorted or copied. Each value's key is its distance's float32 bits (a non-negative float orders as its bits)
     times the row count plus its position: keys are distinct and order like a stable sort by distance, so the
-    column maximum is exactly the one value that sort puts last."""
+    largest key below the last one dropped is exactly the value that sort puts next from the end."""
     mask = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
     mask[rows] = True
     median = coordinatewise.median(z, mask)
@@ -70,9 +70,11 @@ def mean_around_median(z: torch.Tensor, rows: torch.Tensor, beta: int) -> torch.
         values = z[rows, lo:lo + band]
         gap = (values - median[lo:lo + band]).abs_()
         keys = gap.view(torch.int32).to(torch.int64).mul_(count).add_(position)
+        limit = None  # per column, the smallest key dropped so far: keys below it are kept
         for _ in range(count - beta):
-            keys.masked_fill_(keys == keys.amax(dim=0), -1)
-        out[lo:lo + band] = values.mul_(keys >= 0).sum(dim=0).div_(beta)
+            limit = (keys if limit is None else torch.where(keys < limit, keys, -1)).amax(dim=0)
+        kept = values if limit is None else values.mul_(keys < limit)
+        out[lo:lo + band] = kept.sum(dim=0).div_(beta)
     return out
 
 
