@@ -306,6 +306,10 @@ class _RoundLoop:
                 theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
                 self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
             stopping = tp.any(stop.requested)
+            # every rank stops now, also one whose own copy of the signal is still on its way: mark it here, so
+            # that copy is ignored when it lands instead of killing the rank before it exits 75
+            if stopping:
+                stop.requested = True
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
                 _checkpoint(cfg, tp, s, theta, r, self.out)
             if stopping:
