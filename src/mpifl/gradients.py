@@ -19,6 +19,8 @@ reassembles each client's gradient from per-parameter pieces; the hand-written p
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -36,7 +38,7 @@ class DenseStack:
     """
 
     def __init__(self, flat: FlatModel, layers: list[tuple[int, int, int, int]]) -> None:
-        self.flat, self.dim = flat, flat.dim
+        self.dim = flat.dim
         self.layers = layers  # (weight offset, out features, in features, bias offset) in θ, input layer first
 
     @classmethod
@@ -49,7 +51,7 @@ class DenseStack:
         expected = [nn.Linear, nn.ReLU] * (len(kinds) // 2) + [nn.Linear]
         if kinds != expected or any(m.bias is None for m in modules[1::2]):
             return None
-        offsets = dict(zip(flat.names, _offsets(flat.numels)))
+        offsets = dict(zip(flat.names, itertools.accumulate(flat.numels, initial=0)))
         layers = [(offsets[f"{i}.weight"], m.out_features, m.in_features, offsets[f"{i}.bias"])
                   for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
         return cls(flat, layers)
@@ -77,20 +79,9 @@ class DenseStack:
         return out
 
 
-def _offsets(numels: list[int]) -> list[int]:
-    starts, at = [], 0
-    for n in numels:
-        starts.append(at)
-        at += n
-    return starts
-
-
 def _param(theta: torch.Tensor, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The parameter at ``offset`` in θ [d] or in each row of θ [k, d], shaped ``shape`` (or [k, *shape])."""
-    n = 1
-    for s in shape:
-        n *= s
-    return theta[..., offset:offset + n].unflatten(-1, shape)
+    return theta[..., offset:offset + math.prod(shape)].unflatten(-1, shape)
 
 
 def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, per_client: bool) -> torch.Tensor:
@@ -171,17 +162,24 @@ def batched_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torc
     return out
 
 
-def _autograd_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                    w: torch.Tensor) -> torch.Tensor:
-    """[k, d] gradients by autograd over a forward pass vmapped over k copies of θ ([d], or one per client [k, d])."""
+def _weighted_loss(flat: FlatModel) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                                                 torch.Tensor]:
+    """(θ, x_j, y_j, w_j) → client j's weighted cross-entropy Σ_k w_jk l(θ; x_jk, y_jk), the function both autograd
+    paths differentiate."""
 
     def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
         return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
 
+    return weighted_loss
+
+
+def _autograd_grads(flat: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                    w: torch.Tensor) -> torch.Tensor:
+    """[k, d] gradients by autograd over a forward pass vmapped over k copies of θ ([d], or one per client [k, d])."""
     models = theta if theta.dim() == 2 else theta.expand(x.shape[0], -1)
     t = models.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(torch.func.vmap(weighted_loss)(t, x, y, w).sum(), t)
+        (g,) = torch.autograd.grad(torch.func.vmap(_weighted_loss(flat))(t, x, y, w).sum(), t)
     return g
 
 
@@ -194,13 +192,10 @@ class SharedModelGrads:
     importing torch._dynamo (~160 MB resident) on rank 0, the only rank that computes guiding gradients."""
 
     def __init__(self, flat: FlatModel, chunk: int) -> None:
-        def weighted_loss(t: torch.Tensor, xj: torch.Tensor, yj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
-            return (F.cross_entropy(flat.forward(t, xj), yj, reduction="none") * wj).sum()
-
         self.dim, self.chunk = flat.dim, chunk
         dense = DenseStack.of(flat)
         self._grads = dense if dense is not None else \
-            torch.func.vmap(torch.func.grad(weighted_loss), in_dims=(None, 0, 0, 0))
+            torch.func.vmap(torch.func.grad(_weighted_loss(flat)), in_dims=(None, 0, 0, 0))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[k, d] gradients of the k ≤ ``chunk`` clients' weighted losses (x [k, M, ...], y and w [k, M]) at θ [d]."""

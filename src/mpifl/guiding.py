@@ -51,9 +51,10 @@ class GuidingGradients:
         """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
         None) and NaN for the others, whose guiding gradients are not computed; and the sum of the computed g~_j [d].
 
-        ``adjust(clients, z_rows, g_rows)`` (``clients`` a slice or an index tensor), when given, returns replacement rows computed from each chunk's updates
-        and guiding gradients (after the criteria are taken from the rows as received): rules that reshape updates
-        with their guiding gradients do it here, a chunk at a time, so the guiding matrix is still never held whole.
+        ``adjust(clients, z_rows, g_rows)`` (``clients`` a slice or an index tensor), when given, returns replacement
+        rows computed from each chunk's updates and guiding gradients (after the criteria are taken from the rows as
+        received): rules that reshape updates with their guiding gradients do it here, a chunk at a time, so the
+        guiding matrix is still never held whole.
         """
         n = self.x.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)

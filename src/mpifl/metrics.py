@@ -141,7 +141,7 @@ class _Rows:
     HDF5 time). The dataset's type and width are read once."""
 
     def __init__(self, ds: h5py.Dataset) -> None:
-        self.id, self.dtype, self.name = ds.id, ds.dtype, ds.name
+        self.id, self.dtype = ds.id, ds.dtype
         self.columns = ds.shape[1] if ds.ndim == 2 else None
 
     def append(self, i: int, value: object, columns: int | None = None) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..screening import banded_norms
 from .base import Decision, RoundView, Rule
 from .registry import register
 
@@ -39,21 +40,17 @@ def centered_clip(rows: torch.Tensor, v: torch.Tensor, tau: float,
     result: v_L = (1 − Σ share) v_0 + Σ share_i x_i, tracked through the recursion
     share ← share (1 − Σ c/k) + c/k (each step keeps 1 − Σ c_i/k of the old centre).
 
-    Each step reads the rows twice: the norms ||x_i − v||, a band of columns at a time on the CPU (each band's
-    float32 norms summed in float64), then the step itself as one matrix-vector product per band,
+    Each step reads the rows twice: the norms ||x_i − v||, a band of columns at a time on the CPU
+    (:func:`mpifl.screening.banded_norms`), then the step itself as one matrix-vector product per band,
     v (1 − Σ c_i/k) + Σ (c_i/k) x_i, which writes no [k, d] difference matrix."""
     k, d = rows.shape
     band = CPU_BAND if rows.device.type == "cpu" else d
-    work = torch.empty((k, min(band, d)), dtype=rows.dtype, device=rows.device)
     shares = torch.zeros(k, dtype=rows.dtype, device=rows.device)
     for _ in range(iterations):
-        squares = torch.zeros(k, dtype=torch.float64, device=rows.device)
-        for lo in range(0, d, band):
-            part = torch.sub(rows[:, lo:lo + band], v[lo:lo + band], out=work[:, :min(band, d - lo)])
-            squares += torch.linalg.vector_norm(part, dim=1).double().square()
-        for j in (~torch.isfinite(squares)).nonzero().flatten().tolist():  # float32 overflow (entries ≳ 1.8e19)
-            squares[j] = torch.linalg.vector_norm(rows[j].double() - v.double()).square()
-        norms = squares.sqrt().to(rows.dtype)
+        norms64 = banded_norms(rows, v, band)
+        for j in (~torch.isfinite(norms64)).nonzero().flatten().tolist():  # float32 overflow (entries ≳ 1.8e19)
+            norms64[j] = torch.linalg.vector_norm(rows[j].double() - v.double())
+        norms = norms64.to(rows.dtype)
         factors = torch.where(norms > tau, tau / norms, 1.0)  # norms > tau ≥ 0: no division by zero
         pulls = factors / k
         keep = float(1 - pulls.sum())
