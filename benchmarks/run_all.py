@@ -174,11 +174,12 @@ def workloads(n: int, d: int, device: torch.device) -> list[tuple[str, Callable[
         byzantine = (torch.arange(n, device=device) < n // 4) if cls.needs_truth else None
         g0 = torch.randn(d, device=device)
         server = (lambda theta, g0=g0: g0) if cls.needs_server_data else None
+        theta = torch.zeros(d, device=device)  # the round's model is an input, not part of the rule's time
 
-        def ours(z: torch.Tensor, rule=rule, valid=valid, byzantine=byzantine, server=server) -> object:
+        def ours(z: torch.Tensor, rule=rule, valid=valid, byzantine=byzantine, server=server, theta=theta) -> object:
             # a rule that keeps the rows' unverified parts (diversefl_plus) gets Z itself for them: its full step
-            return rule.aggregate(rules.RoundView(z, valid, torch.zeros(z.shape[1], device=z.device), 1, 0, server,
-                                                 byzantine, unverified=z if rule.keeps_unverified else None))
+            return rule.aggregate(rules.RoundView(z, valid, theta, 1, 0, server, byzantine,
+                                                 unverified=z if rule.keeps_unverified else None))
 
         out.append((name, ours, byzfl_equivalent(name, params, n)))
     for name in rules.names("pre"):

@@ -59,6 +59,50 @@ class DenseStack:
     def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
                  out: torch.Tensor | None = None) -> torch.Tensor:
         """[k, d] gradients of the k clients' weighted losses (x [k, M, ...], y and w [k, M]), into ``out`` if given."""
+        k = y.shape[0]
+        if out is None:
+            out = torch.empty((k, self.dim), dtype=torch.float32, device=x.device)
+        for (wo, o, i, bo), delta, inputs in self._deltas(theta, x, y, w):
+            torch.bmm(delta.transpose(1, 2), inputs, out=out[:, wo:wo + o * i].view(k, o, i))
+            torch.sum(delta, dim=1, out=out[:, bo:bo + o])
+        return out
+
+    def dots_and_norms(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                       z: torch.Tensor, x_gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g_j · z_j, ||g_j||), each [k] float32, for the gradients g_j of :meth:`__call__` and rows z [k, d],
+        without writing the [k, d] gradients. ``x_gram`` is :meth:`gram` of x (fixed samples: computed once).
+
+        Per layer with the points' inputs a_m and output gradients δ_m, the weight block g_W = Σ_m δ_m a_mᵀ gives
+        g_W · Z_W = Σ_m δ_m · (Z_W a_m) (one batched matmul over Z's block, which the dot must read anyway) and
+        ||g_W||² = Σ_{m,m'} (a_m · a_m')(δ_m · δ_m'): two [M, M] Gram matrices per client, in float64 so that
+        cancelling terms leave a norm as accurate as the float32 gradient's (tests compare both with float64). For
+        DiverseFL's guiding samples (M = 30) this is a fraction of the work of writing the gradients and reading
+        them back for the dot and the norm."""
+        k = y.shape[0]
+        dots = torch.zeros(k, dtype=torch.float64, device=x.device)
+        squares = torch.zeros_like(dots)
+        for (wo, o, i, bo), delta, inputs in self._deltas(theta, x, y, w):
+            block = z[:, wo:wo + o * i].unflatten(1, (o, i))
+            bias = delta.sum(dim=1)
+            projected = torch.bmm(block, inputs.transpose(1, 2))  # [k, out, M]: Z_W a_m
+            dots += torch.linalg.vecdot(projected.flatten(1), delta.transpose(1, 2).flatten(1)).double()
+            dots += torch.linalg.vecdot(bias, z[:, bo:bo + o]).double()
+            a_gram = x_gram if wo == self.layers[0][0] else self.gram(inputs)
+            squares += (a_gram * self.gram(delta)).sum(dim=(1, 2))
+            squares += bias.double().square().sum(dim=1)
+        return dots.float(), squares.clamp_min_(0).sqrt_().float()
+
+    @staticmethod
+    def gram(inputs: torch.Tensor) -> torch.Tensor:
+        """[k, M, M] float64 inner products of each client's M points (inputs [k, M, ...]). Float32 ones were off by
+        1e-3 of the norm where the points' gradients cancel to 1e-4 of their sum (the float32 gradient: 5e-5)."""
+        a = inputs.flatten(2).double()
+        return torch.bmm(a, a.transpose(1, 2))
+
+    def _deltas(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                w: torch.Tensor) -> Iterator[tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor]]:
+        """(layer, δ [k, M, out], the layer's input [k, M, in]) from the last layer to the first: the weighted
+        loss's gradient with respect to the layer's outputs, and what the layer was applied to."""
         k, m = y.shape
         per_client = theta.dim() == 2
         params = [(_param(theta, wo, (o, i)), _param(theta, bo, (o,))) for wo, o, i, bo in self.layers]
@@ -68,15 +112,10 @@ class DenseStack:
         delta = torch.softmax(_linear(inputs[-1], *params[-1], per_client), dim=-1)
         delta.scatter_add_(2, y.unsqueeze(-1), delta.new_full((k, m, 1), -1.0))
         delta.mul_(w.unsqueeze(-1))
-        if out is None:
-            out = torch.empty((k, self.dim), dtype=torch.float32, device=x.device)
         for layer in reversed(range(len(params))):
-            wo, o, i, bo = self.layers[layer]
-            torch.bmm(delta.transpose(1, 2), inputs[layer], out=out[:, wo:wo + o * i].view(k, o, i))
-            torch.sum(delta, dim=1, out=out[:, bo:bo + o])
+            yield self.layers[layer], delta, inputs[layer]
             if layer:
                 delta = torch.ops.aten.threshold_backward(torch.matmul(delta, params[layer][0]), inputs[layer], 0)
-        return out
 
 
 def _param(theta: torch.Tensor, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -193,11 +232,27 @@ class SharedModelGrads:
 
     def __init__(self, flat: FlatModel, chunk: int) -> None:
         self.dim, self.chunk = flat.dim, chunk
-        dense = DenseStack.of(flat)
-        self._grads = dense if dense is not None else \
+        self._dense = DenseStack.of(flat)
+        self._grads = self._dense if self._dense is not None else \
             torch.func.vmap(torch.func.grad(_weighted_loss(flat)), in_dims=(None, 0, 0, 0))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[k, d] gradients of the k ≤ ``chunk`` clients' weighted losses (x [k, M, ...], y and w [k, M]) at θ [d]."""
         k = x.shape[0]
         return self._grads(theta.detach(), _padded(x, self.chunk), _padded(y, self.chunk), _padded(w, self.chunk))[:k]
+
+    @property
+    def fuses_dots(self) -> bool:
+        """Whether :meth:`dots_and_norms` can skip the gradients (linear stacks only)."""
+        return self._dense is not None
+
+    def dots_and_norms(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                       z: torch.Tensor, x_gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g_j · z_j, ||g_j||) [k] of the gradients :meth:`__call__` returns, for rows z [k, d], by
+        :meth:`DenseStack.dots_and_norms` (``x_gram``: :meth:`DenseStack.gram` of x), padded to ``chunk`` clients
+        like every call; needs :attr:`fuses_dots`."""
+        assert self._dense is not None
+        k, c = x.shape[0], self.chunk
+        dots, norms = self._dense.dots_and_norms(theta.detach(), _padded(x, c), _padded(y, c), _padded(w, c),
+                                                 _padded(z, c), _padded(x_gram, c))
+        return dots[:k], norms[:k]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .gradients import SharedModelGrads, chunks, stack_padded
+from .gradients import DenseStack, SharedModelGrads, chunks, stack_padded
 from .models import FlatModel
 
 
@@ -36,6 +36,8 @@ class GuidingGradients:
         self.chunk = max(1, min(len(xs), CHUNK_ELEMENTS // flat.dim))
         self.grads = SharedModelGrads(flat, self.chunk)
         self.x, self.y, self.w = stack_padded(xs, ys)
+        # the samples never change: their Gram matrices [n, M, M] serve every round's fused norms
+        self.x_gram = DenseStack.gram(self.x) if self.grads.fuses_dots else None
 
     def gradients(self, theta: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
         """[b, d] guiding gradients of the clients with the given indices (a white-box attacker's knowledge)."""
@@ -47,27 +49,32 @@ class GuidingGradients:
 
     def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
                 adjust: Callable[[slice | torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
-        None) and NaN for the others, whose guiding gradients are not computed; and the sum of the computed g~_j [d].
+        None) and NaN for the others, whose guiding gradients are not computed; and, with ``adjust``, the sum of the
+        computed g~_j [d] (None without it, or when none is computed).
 
         ``adjust(clients, z_rows, g_rows)`` (``clients`` a slice or an index tensor), when given, returns replacement
         rows computed from each chunk's updates and guiding gradients (after the criteria are taken from the rows as
         received): rules that reshape updates with their guiding gradients do it here, a chunk at a time, so the
-        guiding matrix is still never held whole.
+        guiding matrix is still never held whole. Without ``adjust``, linear stacks never form the guiding
+        gradients at all (:meth:`mpifl.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two numbers.
         """
         n = self.x.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)
         norms = torch.full_like(dots, float("nan"))
-        total = torch.zeros(z.shape[1], dtype=torch.float32, device=z.device)
+        total = None
         picked = None if rows is None else rows.nonzero().flatten()
         for part in chunks(n if picked is None else len(picked), self.chunk):
             j = part if picked is None else picked[part]  # every client: slices, so z's rows are views, not copies
-            g = self.grads(theta, self.x[j], self.y[j], self.w[j])
-            zj = z[j]
+            zj, samples = z[j], (self.x[j], self.y[j], self.w[j])
+            if adjust is None and self.x_gram is not None:
+                dots[j], norms[j] = self.grads.dots_and_norms(theta, *samples, zj, self.x_gram[j])
+                continue
+            g = self.grads(theta, *samples)
             dots[j] = row_dots(g, zj)
             norms[j] = torch.linalg.vector_norm(g, dim=1)
-            total += g.sum(dim=0)
             if adjust is not None:
+                total = g.sum(dim=0) if total is None else total.add_(g.sum(dim=0))
                 z[j] = adjust(j, zj, g)
         return dots, norms, total

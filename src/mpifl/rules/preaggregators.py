@@ -69,18 +69,19 @@ class Bucketing(PreAggregator):
     k mod s leftover rows when s does not divide k, as in ByzFL 0.0.11's ``Bucketing(s)``.
 
     The permutation is ``torch.randperm(k)`` on the CPU generator ``mpifl.rng.generator(seed, Purpose.RULE, round)``
-    (ByzFL draws it from torch's global generator), so a run's buckets depend only on its seed and the round.
+    (ByzFL draws it from torch's global generator), so a run's buckets depend only on its seed and the round. The
+    bucket means are one product M·rows with M_bj = 1/|bucket b| for the rows j in bucket b: the same values as
+    ByzFL's mean of shuffled rows to float rounding.
     """
 
     Params = BucketingParams
 
     def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
-        k, d = rows.shape
+        k = rows.shape[0]
         s = self.params.s
         permutation = torch.randperm(k, generator=generator(seed, Purpose.RULE, round_)).to(rows.device)
-        shuffled = rows[permutation]
-        full = k // s
-        means = shuffled[:full * s].reshape(full, s, d).mean(dim=1)
-        if full * s == k:
-            return means
-        return torch.cat([means, shuffled[full * s:].mean(dim=0, keepdim=True)])
+        bucket = torch.arange(k, device=rows.device) // s  # shuffled position p falls in bucket p // s
+        sizes = torch.bincount(bucket, minlength=-(-k // s)).to(rows.dtype)
+        mixing = torch.zeros((len(sizes), k), dtype=rows.dtype, device=rows.device)
+        mixing[bucket, permutation] = 1.0 / sizes[bucket]
+        return mixing @ rows  # one pass over the rows: a shuffled copy of them took 3x as long
