@@ -164,17 +164,16 @@ def byzfl_equivalent(name: str, params: object, n: int) -> Callable[[torch.Tenso
 def workloads(n: int, d: int, device: torch.device) -> list[tuple[str, Callable[[torch.Tensor], object], object]]:
     """(name, ours(z), ByzFL's or None) for every rule and pre-aggregator at n clients."""
     out = []
+    valid = torch.ones(n, dtype=torch.bool, device=device)
+    theta = torch.zeros(d, device=device)  # the round's model is an input, not part of the rule's time: one for all
     for name in rules.names("rule"):
         if name in SKIPPED_RULES:
             continue
         cls = rules.get("rule", name)
         params = step_params(AggregatorConfig(name=name), cls)
         rule = cls(params, n)
-        valid = torch.ones(n, dtype=torch.bool, device=device)
         byzantine = (torch.arange(n, device=device) < n // 4) if cls.needs_truth else None
-        g0 = torch.randn(d, device=device)
-        server = (lambda theta, g0=g0: g0) if cls.needs_server_data else None
-        theta = torch.zeros(d, device=device)  # the round's model is an input, not part of the rule's time
+        server = (lambda theta, g0=torch.randn(d, device=device): g0) if cls.needs_server_data else None
 
         def ours(z: torch.Tensor, rule=rule, valid=valid, byzantine=byzantine, server=server, theta=theta) -> object:
             # a rule that keeps the rows' unverified parts (diversefl_plus) gets Z itself for them: its full step
