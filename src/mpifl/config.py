@@ -20,9 +20,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot describe a run; the message names the key."""
+from .errors import ConfigError
 
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic")

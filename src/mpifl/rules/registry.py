@@ -14,16 +14,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import RegistryError
+
 KINDS = ("rule", "pre", "filter", "attack")
 ENTRY_POINT_GROUP = "mpifl.rules"
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 _entry_points_loaded = False
 
 T = TypeVar("T", bound=type)
-
-
-class RegistryError(ValueError):
-    """An unknown name, a name registered twice, or a plug-in that cannot be loaded."""
 
 
 def register(kind: str, name: str) -> Callable[[T], T]:
