@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mpifl import config as config_mod, rules  # noqa: E402
+from mpifl import build, config as config_mod, registry  # noqa: E402,F401 - build registers the built-in choices
 from mpifl.data import datasets  # noqa: E402
 from mpifl.data.fetch import write_idx  # noqa: E402
 
@@ -51,7 +51,7 @@ def cases(rounds: int, vgg_rounds: int) -> list[dict]:
         out.append({"name": path.stem, "config": str(path), "set": [f"rounds={n}", f"train.eval_every={n}"]})
     fig3 = str(REPO / "configs" / "fig3_mnist_mlp.yaml")
     short = [f"rounds={rounds}", f"train.eval_every={rounds}"]
-    for rule in rules.names("rule"):
+    for rule in registry.names("rule"):
         out.append({"name": f"fig3 {rule} sign_flip", "config": fig3,
                     "set": [*short, f"aggregator.name={rule}"]})
     for rule in ("diversefl", "median"):

@@ -1,5 +1,5 @@
 """Guiding gradients for n clients: one batched call (what mpifl does; for these linear models the hand-written
-backward pass of mpifl.gradients.DenseStack) vs a Python loop of autograd calls.
+backward pass of mpifl.models.gradients.DenseStack) vs a Python loop of autograd calls.
 
     python benchmarks/guiding_batched.py --clients 20 --sample 30 90 --repeat 20
 
@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mpifl.gradients import batched_grads, stack_padded
+from mpifl.models.gradients import batched_grads, stack_padded
 from mpifl.models import FlatModel, build, initialize
 
 

@@ -37,13 +37,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mpifl import config as config_mod, rules
-from mpifl.config import AggregatorConfig, ExperimentConfig, step_params
+from mpifl import config as config_mod, registry
+from mpifl.build import pipeline
+from mpifl.config import ExperimentConfig
 from mpifl.data import datasets
 from mpifl.data.partition import fraction_size, partition
+from mpifl.filters.diversefl import DiverseFLFilter
 from mpifl.metrics import PHASES
 from mpifl.models import build
-from mpifl.server import needs_guiding
+from mpifl.rules import RoundView
 from mpifl.train import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,9 +110,9 @@ def flops_per_round(cfg: ExperimentConfig, data_root: str) -> tuple[float, int]:
     ds = datasets.load(cfg.data.dataset, data_root, False, (cfg.data.synthetic_train, cfg.data.synthetic_test))
     parts = partition(cfg.data.partition, ds.train_y, cfg.clients, cfg.data.alpha, cfg.seed)
     samples = sum(fraction_size(len(p), cfg.train.batch_size, cfg.train.batch_fraction) for p in parts)
-    if needs_guiding(cfg):
-        agg = cfg.aggregator
-        samples += sum(fraction_size(len(p), agg.sample_size, agg.sample_fraction) for p in parts)
+    for f in pipeline(cfg).all_filters:
+        if isinstance(f, DiverseFLFilter):
+            samples += sum(fraction_size(len(p), f.params.sample_size, f.params.sample_fraction) for p in parts)
     model = build(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
     batch = 8
     x = torch.randn(batch, *ds.input_shape)
@@ -166,24 +168,24 @@ def workloads(n: int, d: int, device: torch.device) -> list[tuple[str, Callable[
     out = []
     valid = torch.ones(n, dtype=torch.bool, device=device)
     theta = torch.zeros(d, device=device)  # the round's model is an input, not part of the rule's time: one for all
-    for name in rules.names("rule"):
+    for name in registry.names("rule"):
         if name in SKIPPED_RULES:
             continue
-        cls = rules.get("rule", name)
-        params = step_params(AggregatorConfig(name=name), cls)
+        cls = registry.get("rule", name)
+        params = cls.Params()
         rule = cls(params, n)
-        byzantine = (torch.arange(n, device=device) < n // 4) if cls.needs_truth else None
-        server = (lambda theta, g0=torch.randn(d, device=device): g0) if cls.needs_server_data else None
+        byzantine = (torch.arange(n, device=device) < n // 4) if cls.needs.truth else None
+        server = (lambda theta, g0=torch.randn(d, device=device): g0) if cls.needs.server_data else None
 
         def ours(z: torch.Tensor, rule=rule, valid=valid, byzantine=byzantine, server=server, theta=theta) -> object:
             # a rule that keeps the rows' unverified parts (diversefl_plus) gets Z itself for them: its full step
-            return rule.aggregate(rules.RoundView(z, valid, theta, 1, 0, server, byzantine,
+            return rule.aggregate(RoundView(z, valid, theta, 1, 0, server, byzantine,
                                                  unverified=z if rule.keeps_unverified else None))
 
         out.append((name, ours, byzfl_equivalent(name, params, n)))
-    for name in rules.names("pre"):
-        cls = rules.get("pre", name)
-        params = step_params(AggregatorConfig(name="mean", pre=[name]), cls)
+    for name in registry.names("pre"):
+        cls = registry.get("pre", name)
+        params = cls.Params()
         step = cls(params, n)
         out.append((f"pre/{name}", lambda z, step=step: step.transform(z, 1, 0), byzfl_equivalent(name, params, n)))
     return out

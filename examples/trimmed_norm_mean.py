@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mpifl.rules import Decision, RoundView, Rule, register
+from mpifl.registry import register
+from mpifl.rules import Decision, RoundView, Rule
 
 
 @dataclass(frozen=True)

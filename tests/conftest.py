@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.config import ExperimentConfig, from_tree
+from mpifl.server import Server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,7 +25,7 @@ def small_tree(**sections) -> dict:  # type: ignore[no-untyped-def]
         "train": {"batch_fraction": 0.2, "eval_every": 2, "lr": {"schedule": "constant", "base": 0.3}},
         "byzantine": {"model": "random", "k": 1},
         "attack": {"name": "sign_flip"},
-        "aggregator": {"name": "diversefl", "sample_fraction": 0.2},
+        "aggregator": {"name": "diversefl"},
         "output": {"progress_every": 1000},
     }
     for key, value in sections.items():
@@ -31,11 +33,22 @@ def small_tree(**sections) -> dict:  # type: ignore[no-untyped-def]
             tree.setdefault(key, {}).update(value)
         else:
             tree[key] = value
+    if _uses_diversefl(tree["aggregator"]):  # 20 % samples: the 1 % default is one point of a 100-point client
+        tree["aggregator"]["params"] = {"sample_fraction": 0.2, **tree["aggregator"].get("params", {})}
     return tree
 
 
+def _uses_diversefl(agg: dict) -> bool:
+    rule = registry.get("rule", agg["name"]) if agg["name"] in registry.names("rule") else None
+    return (rule is not None and rule.needs.filter == "diversefl") or "diversefl" in agg.get("filters", []) \
+        or bool(agg.get("record_similarity"))
+
+
 def small_config(**sections) -> ExperimentConfig:  # type: ignore[no-untyped-def]
-    return from_tree(small_tree(**sections))
+    """The small run's config, its names and parameters resolved (errors raise here, as ``mpifl train`` would)."""
+    cfg = from_tree(small_tree(**sections))
+    build.resolve(cfg)
+    return cfg
 
 
 def mnist_root() -> Path | None:
@@ -54,8 +67,18 @@ def real_mnist() -> Path:
     return root
 
 
+def server_with(cfg: ExperimentConfig, guiding: torch.Tensor,
+                server_gradient=None) -> Server:  # type: ignore[no-untyped-def]
+    """The server of ``cfg``'s pipeline, its DiverseFL filters (if any) judging against the fixed guiding matrix
+    ``guiding`` [n, d] instead of samples."""
+    pipe = build.pipeline(cfg)
+    for f in pipe.all_filters:
+        f.guiding = FixedGuiding(guiding)
+    return Server(pipe, cfg.seed, server_gradient)
+
+
 class FixedGuiding:
-    """Stands in for :class:`mpifl.guiding.GuidingGradients`: the same guiding matrix [n, d] every round."""
+    """Stands in for :class:`mpifl.filters.diversefl.GuidingGradients`: the same guiding matrix [n, d] every round."""
 
     def __init__(self, g: torch.Tensor) -> None:
         self.g = g

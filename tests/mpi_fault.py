@@ -11,7 +11,7 @@ import sys
 
 from mpi4py import MPI
 
-from mpifl.algorithms.gradient import GradientClients
+from mpifl.clients import GradientClients
 from mpifl.cli import main
 
 FAULT = sys.argv.pop(1)

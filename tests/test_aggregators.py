@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from mpifl import aggregators as agg
+from mpifl.rules import columns as agg
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl import rules
-from mpifl.rules import diversefl as dfl
-from mpifl.config import AggregatorConfig, step_params
+from mpifl.filters import diversefl as dfl
 from mpifl.screening import DIRECTION, LENGTH, ZERO_GUIDING
 
 Z = torch.tensor([[1.0, 10.0], [2.0, -4.0], [7.0, 0.0], [3.0, 2.0]])
@@ -80,11 +80,10 @@ def test_zero_guiding_gradient_is_flagged_explicitly():
 def decide(name: str, z: torch.Tensor, usable: torch.Tensor, byzantine: torch.Tensor | None = None,
            **fields: object) -> rules.Decision:
     """One round of the registered rule ``name`` on ``z`` (``usable`` rows: screening and filter already applied)."""
-    cfg = AggregatorConfig(name=name, **fields)
-    cls = rules.get("rule", name)
-    rule = cls(step_params(cfg, cls), len(z))
+    cls = registry.get("rule", name)
+    rule = cls(cls.Params(**fields), len(z))
     return rule.aggregate(rules.RoundView(z, usable, torch.zeros(z.shape[1]), 1, 0, None,
-                                          byzantine if cls.needs_truth else None))
+                                          byzantine if cls.needs.truth else None))
 
 
 def test_diversefl_averages_only_accepted_and_returns_none_when_nobody_is():

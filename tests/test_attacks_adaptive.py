@@ -6,19 +6,20 @@ import math
 import pytest
 import torch
 
-from mpifl import rules
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.attacks import AttackView, RuleFacts
 from mpifl.attacks.adaptive import AdaptiveDiverseFL, Params, construct
 from mpifl.attacks.adversary import Adversary
 from mpifl.config import ConfigError
-from mpifl.rules.diversefl import client_test
+from mpifl.build import pipeline
+from mpifl.filters.diversefl import client_test
 
 from .conftest import small_config
 
 
 def passes(z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
     """DiverseFL's published test with eps = (0.5, 2)."""
-    diversefl = rules.get("rule", "diversefl")
+    diversefl = registry.get("rule", "diversefl")
     return client_test(diversefl(diversefl.Params(), len(z)), z, guiding, 0.5, 2.0)[0]
 
 
@@ -27,7 +28,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def view(guiding: torch.Tensor, honest: torch.Tensor, client_test=None) -> AttackView:  # type: ignore[no-untyped-def]
-    facts = RuleFacts("diversefl", len(honest) + len(guiding), len(guiding), 0.5, 2.0, 0.1, None, client_test)
+    facts = RuleFacts("diversefl", len(honest) + len(guiding), len(guiding), None, client_test)
     return AttackView(honest, guiding.clone(), guiding, torch.zeros(guiding.shape[1]), 1, torch.Generator(), facts)
 
 
@@ -59,7 +60,7 @@ def test_construction_is_the_most_harmful_row_of_its_cosine_and_length():
 def test_published_diversefl_accepts_the_adaptive_rows_and_diversefl_plus_bounds_them():
     torch.manual_seed(1)
     guiding, honest = torch.randn(3, 40), torch.randn(6, 40) + 1.0
-    plus = rules.get("rule", "diversefl_plus")(rules.get("rule", "diversefl_plus").Params(), 9)
+    plus = registry.get("rule", "diversefl_plus")(registry.get("rule", "diversefl_plus").Params(), 9)
     rows = AdaptiveDiverseFL(Params()).forge(view(guiding, honest))
     assert passes(rows, guiding).all()
     accepted, used = client_test(plus, rows, guiding, 0.5, 2.0)
@@ -72,7 +73,7 @@ def test_published_diversefl_accepts_the_adaptive_rows_and_diversefl_plus_bounds
 def test_search_finds_a_row_the_rule_accepts_and_that_hurts_at_least_as_much_as_the_fixed_one():
     torch.manual_seed(2)
     guiding, honest = torch.randn(4, 30), torch.randn(8, 30) + 0.5
-    plus_cls = rules.get("rule", "diversefl_plus")
+    plus_cls = registry.get("rule", "diversefl_plus")
     plus = plus_cls(plus_cls.Params(), 12)
 
     def test(z, g):  # type: ignore[no-untyped-def]
@@ -94,7 +95,7 @@ def test_adaptive_params_are_checked_when_the_config_loads():
         small_config(attack={"name": "diversefl_adaptive", "knowledge": "grey"})
     with pytest.raises(ConfigError, match="sleeper needs byzantine.model=fixed"):
         small_config(attack={"name": "sleeper"})
-    with pytest.raises(ConfigError, match="attack.params is for rank-0 attacks"):
+    with pytest.raises(ConfigError, match="unknown key attack.params.z. It takes no parameters."):
         small_config(attack={"name": "sign_flip", "params": {"z": 1}})
 
 
@@ -113,7 +114,7 @@ class SpyGuiding:
 def test_adversary_replaces_only_the_byzantine_rows_that_take_part(knowledge: str):
     cfg = small_config(clients=5, attack={"name": "diversefl_adaptive", "knowledge": knowledge})
     spy = SpyGuiding()
-    adversary = Adversary(cfg, spy)
+    adversary = Adversary(pipeline(cfg), cfg.aggregator.name, cfg.seed, spy if knowledge == "white_box" else None)
     z = torch.arange(15, dtype=torch.float32).reshape(5, 3)
     original = z.clone()
     byzantine = torch.tensor([False, True, False, True, True])
@@ -132,7 +133,7 @@ def test_adversary_draws_are_keyed_by_seed_and_round():
     runs = []
     for round_ in (3, 3, 4):
         rows = z.clone()
-        Adversary(cfg, None).corrupt(rows, torch.zeros(6), byzantine, sampled, round_)
+        Adversary(pipeline(cfg), cfg.aggregator.name, cfg.seed, None).corrupt(rows, torch.zeros(6), byzantine, sampled, round_)
         runs.append(rows)
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     assert not torch.equal(runs[0][0], runs[0][2])  # each Byzantine client draws its own row

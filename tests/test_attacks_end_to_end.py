@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mpifl import rules
-from mpifl.attacks import CLIENT_ATTACKS
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.config import from_tree
 from mpifl.train import run
 
@@ -18,10 +17,10 @@ from .conftest import small_tree
 from .mpi_helpers import mpirun
 
 TREE = small_tree(clients=8, rounds=4, byzantine={"model": "random", "k": 2},
-                  aggregator={"name": "diversefl_plus", "sample_fraction": 0.2})
+                  aggregator={"name": "diversefl_plus"})
 SLEEPERS = [0, 2]
 #: (attack.name, attack.params, attack.knowledge, byzantine) of each point; one sweep entry each
-POINTS = [(name, {}, "white_box", {}) for name in (*CLIENT_ATTACKS, *rules.names("attack")) if name != "sleeper"] + [
+POINTS = [(name, {}, "white_box", {}) for name in registry.names("attack") if name != "sleeper"] + [
     ("diversefl_adaptive", {"search": True}, "white_box", {}),
     ("diversefl_adaptive", {"search": True}, "realistic", {}),
     ("sleeper", {}, "white_box", {"byzantine.model": "fixed", "byzantine.clients": SLEEPERS}),

@@ -9,11 +9,12 @@ import pytest
 import torch
 from byzfl.attacks import ALittleIsEnough, InnerProductManipulation
 
-from mpifl import rules
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.attacks import AttackView, RuleFacts
 from mpifl.attacks.field import (AgnosticParams, AlieParams, FangParams, IpmParams, MimicParams, RandomParams,
                                  ScalingParams, halving_search, z_max)
-from mpifl.config import ConfigError, attack_params, load
+from mpifl.build import resolve
+from mpifl.config import ConfigError, load
 
 SMALL = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]  # mean (3, 4), unbiased std (2, 2)
 FIELD = ("zero", "alie", "ipm", "min_max", "min_sum", "fang", "mimic", "scaling", "random")
@@ -23,13 +24,12 @@ def make_view(honest, b: int = 2, own=None, seed: int = 0, device: str = "cpu") 
     honest = torch.as_tensor(honest, dtype=torch.float32, device=device)
     h, d = honest.shape
     own = torch.zeros(b, d, device=device) if own is None else torch.as_tensor(own, dtype=torch.float32, device=device)
-    rule = RuleFacts(name="mean", n=h + own.shape[0], f=own.shape[0], eps1=0.5, eps2=2.0, beta=0.1, params=None,
-                     client_test=None)
+    rule = RuleFacts(name="mean", n=h + own.shape[0], f=own.shape[0], params=None, client_test=None)
     return AttackView(honest, own, None, torch.zeros(d, device=device), 3, torch.Generator().manual_seed(seed), rule)
 
 
 def attack(name: str, **params):
-    cls = rules.get("attack", name)
+    cls = registry.get("attack", name)
     return cls(cls.Params(**params))
 
 
@@ -151,7 +151,7 @@ def test_agnostic_bad_perturbation_is_refused():
     with pytest.raises(ValueError, match=r"attack.params.perturbation='bad' is not one of unit, std, sign"):
         attack("min_max", perturbation="bad")
     with pytest.raises(ConfigError, match=r"attack.params.perturbation='bad'"):
-        load(overrides=["attack.name=min_max", "attack.params={perturbation: bad}"])
+        resolve(load(overrides=["attack.name=min_max", "attack.params={perturbation: bad}"]))
     with pytest.raises(ConfigError, match="attack.params.tolerance"):
         AgnosticParams(tolerance=0.0)
 
@@ -250,9 +250,9 @@ def test_cuda_matches_cpu(name):
 
 def test_config_fills_and_checks_params():
     cfg = load(overrides=["attack.name=alie", "attack.params={z: 1.5}"])
-    assert attack_params(cfg.attack) == AlieParams(z=1.5)
-    assert attack_params(load(overrides=["attack.name=ipm"]).attack) == IpmParams(epsilon=0.1)
+    assert resolve(cfg).attack.params == AlieParams(z=1.5)
+    assert resolve(load(overrides=["attack.name=ipm"])).attack.params == IpmParams(epsilon=0.1)
     with pytest.raises(ConfigError, match="unknown key attack.params.zz"):
-        load(overrides=["attack.name=alie", "attack.params={zz: 1.5}"])
+        resolve(load(overrides=["attack.name=alie", "attack.params={zz: 1.5}"]))
     with pytest.raises(ConfigError, match="attack.params.z='high' must be a number"):
-        load(overrides=["attack.name=alie", "attack.params={z: high}"])
+        resolve(load(overrides=["attack.name=alie", "attack.params={z: high}"]))

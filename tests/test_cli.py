@@ -33,7 +33,7 @@ def test_help(runner: CliRunner, args: list[str]):
 def test_train_writes_the_hdf5_and_reports(runner: CliRunner, small_yaml: Path, tmp_path: Path):
     out = tmp_path / "out.h5"
     result = runner.invoke(main, ["train", "-c", str(small_yaml), "--rounds", "3", "--seed", "9", "--out", str(out),
-                                  "--set", "aggregator.name=median", "--quiet"])
+                                  "--set", "aggregator.name=median", "--set", "aggregator.params={}", "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{out}  final accuracy ")
     with h5py.File(out, "r") as f:
@@ -42,7 +42,8 @@ def test_train_writes_the_hdf5_and_reports(runner: CliRunner, small_yaml: Path, 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--set", "aggregator.eps1=5"], "Error: aggregator.eps1=5.0 must be smaller than aggregator.eps2=2.0"),
+    (["--set", "aggregator.params.eps1=5"],
+     "Error: aggregator.params.eps1=5.0 must be smaller than aggregator.params.eps2=2.0"),
     (["--set", "byzantine.kk=2"], "Error: unknown key byzantine.kk. Did you mean byzantine.k?"),
     (["-c", "/no/such.yaml"], "Error: cannot read config /no/such.yaml"),
 ])

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from mpifl.build import pipeline, resolve
 from mpifl.config import ConfigError, ExperimentConfig, load, to_yaml, validate_against_data
 
 from .conftest import REPO
@@ -25,8 +26,12 @@ def test_paper_hyperparameters_fig2():
     cfg = load(REPO / "configs" / "fig2_mnist_softmax.yaml")
     assert (cfg.train.batch_size, cfg.rounds, cfg.train.weight_decay) == (300, 1000, 0.0067)
     assert (cfg.train.lr.schedule, cfg.train.lr.base) == ("inv_sqrt", 0.001)
-    assert (cfg.aggregator.delta, cfg.aggregator.beta, cfg.aggregator.sigma) == (0.2635, 0.1, 100.0)
-    assert (cfg.aggregator.sample_size, cfg.aggregator.eps1, cfg.aggregator.eps2) == (30, 0.5, 2.0)
+    plan = resolve(cfg)
+    (diversefl,) = plan.filters
+    assert (diversefl.params.sample_fraction, diversefl.params.eps1, diversefl.params.eps2) == (0.01, 0.5, 2.0)
+    noisy = resolve(load(REPO / "configs" / "fig2_mnist_softmax.yaml",
+                         ["aggregator.name=noisy_median", "aggregator.params.sigma=100"]))
+    assert noisy.rule.params.sigma == 100.0
     assert (cfg.model.init, cfg.data.scale) == ("zeros", "raw")
 
 
@@ -39,8 +44,16 @@ def test_overrides_are_parsed_to_the_field_type():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["aggregator.eps1=2", "aggregator.eps2=0.5"], "aggregator.eps1=2.0 must be smaller than aggregator.eps2=0.5"),
-    (["aggregator.beta=0.5"], "aggregator.beta=0.5 must be in [0, 0.5)"),
+    (["aggregator.params.eps1=2", "aggregator.params.eps2=0.5"],
+     "aggregator.params.eps1=2.0 must be smaller than aggregator.params.eps2=0.5"),
+    (["aggregator.name=trmean", "aggregator.params.beta=0.5"], "aggregator.params.beta=0.5 must be in [0, 0.5)"),
+    (["aggregator.params.beta=0.1"], "aggregator.params.beta is not a parameter of rule diversefl, filter diversefl"),
+    (["aggregator.beta=0.1"], "aggregator.beta moved to aggregator.params.beta"),
+    (["aggregator.filter=diversefl"], "aggregator.filter moved to aggregator.filters (a list)"),
+    (["attack.scale=2"], "attack.scale moved to attack.params.scale"),
+    (["attack.name=backdoor", "attack.params.source=9"], "attack.params.source and attack.params.target must differ"),
+    (["attack.name=sleeper"], "attack.name=sleeper needs byzantine.model=fixed"),
+    (["aggregator.name=rsa", "train.clients_per_round=5"], "train.clients_per_round needs clients that may skip"),
     (["byzantine.k=21"], "byzantine.k=21 exceeds clients=20"),
     (["trian.rounds=3"], "unknown key trian. Did you mean train?"),
     (["aggregator.nmae=median"], "unknown key aggregator.nmae. Did you mean aggregator.name?"),
@@ -54,19 +67,26 @@ def test_overrides_are_parsed_to_the_field_type():
 ])
 def test_impossible_values_are_rejected_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load(None, overrides)
-    assert message in str(err.value)
+        resolve(load(None, overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_sample_larger_than_a_client_is_rejected():
-    cfg = load(None, ["aggregator.sample_size=200", "aggregator.sample_fraction=null"])
-    with pytest.raises(ConfigError, match="aggregator.sample_size=200 exceeds the smallest client's 150 points"):
-        validate_against_data(cfg, [150] * 20, 10)
+    cfg = load(None, ["aggregator.params.sample_size=200", "aggregator.params.sample_fraction=null"])
+    (diversefl,) = pipeline(cfg).filters
+    with pytest.raises(ConfigError, match="aggregator.params.sample_size=200 exceeds the smallest client's 150 points"):
+        diversefl.check_data([150] * 20)
 
 
 def test_backdoor_class_outside_dataset_is_rejected():
-    cfg = load(None, ["attack.name=backdoor", "attack.target=12"])
-    with pytest.raises(ConfigError, match="attack.target=12 is not a class"):
+    attack = pipeline(load(None, ["attack.name=backdoor", "attack.params.target=12"])).attack
+    with pytest.raises(ConfigError, match=r"attack.params.target=12 is not a class of the dataset \(10 classes\)"):
+        attack.check_classes(10)
+
+
+def test_markov_class_outside_dataset_is_rejected():
+    cfg = load(None, ["byzantine.model=markov", "byzantine.markov_class=10"])
+    with pytest.raises(ConfigError, match="byzantine.markov_class=10 is not a class of mnist"):
         validate_against_data(cfg, [3000] * 20, 10)
 
 

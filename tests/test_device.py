@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mpifl.server import Server
 
-from .conftest import FixedGuiding, small_config
+from .conftest import server_with, small_config
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mpifl"
 FACTORIES = {"zeros", "ones", "full", "empty", "tensor", "as_tensor", "arange", "linspace", "eye", "rand", "randn",
@@ -51,7 +50,7 @@ def test_the_check_finds_a_deviceless_tensor(tmp_path: Path):
 def test_server_keeps_everything_on_the_update_device_and_records_numpy():
     z = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [-1.0, -2.0], [0.9, 2.1]])
     theta = torch.tensor([1.0, 2.0])
-    server = Server(small_config(), FixedGuiding(theta.expand_as(z)))
+    server = server_with(small_config(), theta.expand_as(z))
     screened = server.examine(z, theta)
     decision = server.decide(screened, theta, torch.tensor([False, True, True, False]), 1)
     tensors = [screened.clean, screened.flags, screened.c1, screened.c2, screened.update_norm, decision.weight,

@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from mpifl import rules
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.attacks import AttackView, RuleFacts
 from mpifl.attacks.adaptive import AdaptiveDiverseFL, Params, construct
 from mpifl.config import ConfigError
 from mpifl.rules.diversefl_plus import shared_part
 from mpifl.server import Server
 
-from .conftest import FixedGuiding, small_config
+from .conftest import server_with, small_config
 
 
 def test_shared_part_removes_the_direction_two_rows_share_hand_checked():
@@ -43,7 +43,7 @@ def test_shared_part_equals_projecting_every_row_on_its_leading_singular_directi
 def plus_server(n: int, g: torch.Tensor, **params) -> Server:  # type: ignore[no-untyped-def]
     cfg = small_config(clients=n, byzantine={"model": "none"},
                        aggregator={"name": "diversefl_plus", "params": params})
-    return Server(cfg, FixedGuiding(g))
+    return server_with(cfg, g)
 
 
 def test_server_hands_the_rule_each_rows_part_orthogonal_to_its_guiding_gradient():
@@ -111,7 +111,7 @@ def test_steps_that_need_per_client_rows_refuse_pre_aggregators():
 
 
 def view(guiding: torch.Tensor, honest: torch.Tensor, seed: int) -> AttackView:
-    facts = RuleFacts("diversefl_plus", len(honest) + len(guiding), len(guiding), 0.5, 2.0, 0.1, None, None)
+    facts = RuleFacts("diversefl_plus", len(honest) + len(guiding), len(guiding), None, None)
     return AttackView(honest, guiding.clone(), guiding, torch.zeros(guiding.shape[1]), 1,
                       torch.Generator().manual_seed(seed), facts)
 
@@ -143,4 +143,4 @@ def test_decoys_keep_cosine_and_length_and_cost_exactly_their_share_of_the_push(
 def test_decoy_params_are_checked():
     with pytest.raises(ConfigError, match="attack.params.decoys=-1"):
         small_config(attack={"name": "diversefl_adaptive", "params": {"decoys": -1}})
-    assert rules.get("attack", "diversefl_adaptive").Params(decoys=3).decoy_scale == 2.0
+    assert registry.get("attack", "diversefl_adaptive").Params(decoys=3).decoy_scale == 2.0

@@ -33,7 +33,7 @@ def test_fig4_vgg_pipeline_on_synthetic_cifar_files(tmp_path: Path):
     """VGG11-GN under vmap over clients, guiding gradients and screening, on CIFAR-format files (no real CIFAR here)."""
     write_fake_cifar(tmp_path, "cifar10", n=40)
     cfg = load(REPO / "configs" / "fig4_cifar10_vgg.yaml",
-               ["rounds=2", "clients=4", "byzantine.k=1", f"data.root={tmp_path}", "aggregator.sample_fraction=0.1"])
+               ["rounds=2", "clients=4", "byzantine.k=1", f"data.root={tmp_path}", "aggregator.params.sample_fraction=0.1"])
     result = run(cfg, tmp_path / "vgg.h5", progress=None)
     assert result.theta.shape == (9756426,) and result.theta.isfinite().all()
     with h5py.File(result.path, "r") as f:

@@ -5,8 +5,8 @@ import pytest
 
 from torch import nn
 
-from mpifl.gradients import DenseStack, SharedModelGrads, batched_grads, stack_padded
-from mpifl.guiding import GuidingGradients, row_dots
+from mpifl.models.gradients import DenseStack, SharedModelGrads, batched_grads, stack_padded
+from mpifl.filters.diversefl import GuidingGradients, row_dots
 from mpifl.models import FlatModel, build
 
 
@@ -106,7 +106,7 @@ def test_a_guiding_gradient_does_not_depend_on_the_clients_computed_with_it(monk
     theta = flat.flatten()
     xs, ys = make([5, 3, 8, 1, 6])
     assert GuidingGradients(flat, xs, ys).chunk == 5  # all of them in one call
-    monkeypatch.setattr("mpifl.guiding.CHUNK_ELEMENTS", 2 * flat.dim)
+    monkeypatch.setattr("mpifl.filters.diversefl.guiding.CHUNK_ELEMENTS", 2 * flat.dim)
     guiding = GuidingGradients(flat, xs, ys)
     assert guiding.chunk == 2
     every = guiding.gradients(theta, torch.arange(5))

@@ -56,8 +56,8 @@ def test_sampled_clients_per_round_under_mpi_equal_single_process(tmp_path: Path
 
 
 def test_rsa_client_models_live_on_client_ranks(tmp_path: Path):
-    tree = small_tree(clients=6, rounds=4, aggregator={"name": "rsa", "delta": 0.01}, model={"name": "softmax"})
-    single = run(small_config(clients=6, rounds=4, aggregator={"name": "rsa", "delta": 0.01},
+    tree = small_tree(clients=6, rounds=4, aggregator={"name": "rsa", "params": {"delta": 0.01}}, model={"name": "softmax"})
+    single = run(small_config(clients=6, rounds=4, aggregator={"name": "rsa", "params": {"delta": 0.01}},
                               model={"name": "softmax"}), tmp_path / "single.h5", progress=None)
     done = mpirun(train_cmd(3, write_config(tmp_path, tree), tmp_path / "mpi.h5"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_client_failing_mid_run_aborts_the_job_and_keeps_finished_rounds(tmp_pat
 
 def test_no_rank_ever_unpickles(tmp_path: Path):
     """Every rank runs with mpi4py's pickle replaced by a function that raises: the job must not notice."""
-    config = write_config(tmp_path, small_tree(clients=4, rounds=3, aggregator={"name": "rsa", "delta": 0.01},
+    config = write_config(tmp_path, small_tree(clients=4, rounds=3, aggregator={"name": "rsa", "params": {"delta": 0.01}},
                                                output={"checkpoint_every": 2}))
     done = mpirun(fault_cmd("nopickle", 3, config, tmp_path / "run.h5"))
     assert done.returncode == 0, done.stderr[-3000:]

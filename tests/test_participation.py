@@ -53,7 +53,7 @@ def test_every_client_every_round_gives_the_usual_run(tmp_path: Path):
 @pytest.mark.parametrize(("train", "aggregator", "message"), [
     ({"clients_per_round": 9}, {}, "clients_per_round=9 exceeds clients=4"),
     ({"clients_per_round": 0}, {}, "clients_per_round=0 must be > 0"),
-    ({"clients_per_round": 2}, {"name": "rsa"}, "needs every client every round"),
+    ({"clients_per_round": 2}, {"name": "rsa"}, "clients update their model copies every round"),
 ])
 def test_impossible_participation_is_refused(train: dict, aggregator: dict, message: str):
     with pytest.raises(ConfigError, match=message):

@@ -25,7 +25,7 @@ ROUNDS = 150  # a run must outlast the poll that signals it at round 4-20 by a w
 
 
 def tree(rule: str) -> dict:
-    extra = {"model": {"name": "softmax"}, "aggregator": {"name": "rsa", "delta": 0.01}} if rule == "rsa" else {}
+    extra = {"model": {"name": "softmax"}, "aggregator": {"name": "rsa", "params": {"delta": 0.01}}} if rule == "rsa" else {}
     return small_tree(rounds=ROUNDS, output={"checkpoint_every": 3}, **extra)
 
 

@@ -12,7 +12,7 @@ from mpifl.rules import bulyan
 from mpifl.rules.bulyan import Bulyan, krum_selection
 from mpifl.rules.dnc import DivideAndConquer
 from mpifl.rules.fltrust import FLTrust
-from mpifl.rules.registry import get
+from mpifl.registry import get
 from mpifl.rules.signguard import SignGuard, largest_mean_shift_cluster, sign_features
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -68,7 +68,7 @@ def test_fltrust_matches_numpy_and_needs_a_server_gradient():
     d = rule(FLTrust, 9).aggregate(view(z, g0=g0))
     np.testing.assert_allclose(d.direction.numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d.weight.numpy(), ts / ts.sum(), rtol=1e-5, atol=1e-7)
-    assert FLTrust.needs_server_data
+    assert FLTrust.needs.server_data
     with pytest.raises(ValueError, match="server_gradient"):
         rule(FLTrust, 9).aggregate(view(z))
 

@@ -1,6 +1,6 @@
 """Coordinate-wise Median and TrMean against ByzFL 0.0.11 on seeded matrices with adversarial rows.
 
-ByzFL's Median is NumPy/torch's median of the rows (for an even count the mean of the two middle values, as in NOTES.md
+ByzFL's Median is NumPy/torch's median of the rows (for an even count the mean of the two middle values, as in docs/paper-notes.md
 and mpifl); its TrMean(f) drops f values from each end, ours floor(beta k): the tests pass f = floor(beta k).
 """
 
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mpifl.aggregators import coordinate_median, trimmed_mean
+from mpifl.rules.columns import coordinate_median, trimmed_mean
 
 from .rule_matrices import rows
 

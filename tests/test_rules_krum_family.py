@@ -14,7 +14,7 @@ from mpifl.rules import clipping
 from mpifl.rules.clipping import CenteredClipping, ClippingParams
 from mpifl.rules.geomed import GeometricMedian, GeoMedParams
 from mpifl.rules.krum import Krum, KrumParams, MultiKrum, MultiKrumParams, krum_scores
-from mpifl.rules.registry import get
+from mpifl.registry import get
 
 from .rule_matrices import D, K, rows
 

@@ -6,7 +6,7 @@ import torch
 from mpifl.config import ConfigError
 from mpifl.rng import Purpose, seed_for
 from mpifl.rules.preaggregators import Bucketing, BucketingParams, NearestNeighborMixing, NnmParams
-from mpifl.rules.registry import get
+from mpifl.registry import get
 
 from .rule_matrices import D, K, rows
 

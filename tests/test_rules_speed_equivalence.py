@@ -23,7 +23,7 @@ def reference_trimmed_mean(z: torch.Tensor, valid: torch.Tensor, beta: float) ->
     rows = z[valid]
     k = rows.shape[0]
     b = int(beta * k)
-    if b == 0:  # nothing trimmed: the plain mean, in row order (mpifl.aggregators.trimmed_mean)
+    if b == 0:  # nothing trimmed: the plain mean, in row order (mpifl.rules.columns.trimmed_mean)
         return rows.mean(dim=0)
     return torch.sort(rows, dim=0).values[b:k - b].mean(dim=0)
 

@@ -6,11 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpifl import rules
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.screening import INVALID, NON_FINITE, NORM_BOUND, row_bands, row_norms, screen
-from mpifl.server import Server
 
-from .conftest import FixedGuiding, small_config
+from .conftest import server_with, small_config
 
 
 def test_screen_flags_each_kind_of_bad_row():
@@ -84,13 +83,13 @@ ALWAYS_STEP = ("mean", "median", "trmean", "noisy_median", "rsa", "geomed", "cen
 
 
 @settings(max_examples=150, deadline=None)
-@given(rounds(), st.sampled_from(rules.names("rule")))
+@given(rounds(), st.sampled_from(registry.names("rule")))
 def test_every_rule_keeps_theta_finite_and_flags_exactly_the_invalid_rows(case, rule):
     z, g, byzantine = case
     n = z.shape[0]
     cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": rule, "max_norm": 1e3})
-    guided = rules.get("rule", rule).implies_filter == "diversefl"
-    server = Server(cfg, FixedGuiding(g) if guided else None, lambda theta: g[0])
+    guided = registry.get("rule", rule).needs.filter == "diversefl"
+    server = server_with(cfg, g, lambda theta: g[0])
     theta = torch.linspace(-1, 1, z.shape[1])
     screened = server.examine(z.clone(), theta)  # screened in place
     decision = server.decide(screened, theta, byzantine, 1)

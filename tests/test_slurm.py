@@ -122,8 +122,8 @@ def test_time_limit_signal_checkpoints_and_the_requeued_job_finishes(cluster, tm
 
 
 def test_bad_config_fails_the_job_with_the_message(cluster, tmp_path: Path):
-    config = write_config(tmp_path, small_tree(aggregator={"eps1": 5.0}))
+    config = write_config(tmp_path, small_tree(aggregator={"params": {"eps1": 5.0}}))
     job = sbatch(tmp_path, "--ntasks=2", str(JOBS / "train.sbatch"), str(config))
     assert wait(job) != 0
     log = (tmp_path / f"slurm-mpifl-{job}.out").read_text()
-    assert "Error: aggregator.eps1=5.0 must be smaller than aggregator.eps2=2.0" in log
+    assert "Error: aggregator.params.eps1=5.0 must be smaller than aggregator.params.eps2=2.0" in log

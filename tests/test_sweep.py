@@ -15,12 +15,14 @@ from .conftest import REPO, small_tree
 
 @pytest.fixture
 def sweep_file(tmp_path: Path) -> Path:
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(small_tree(rounds=3, output={"checkpoint_every": 1})))
+    base = small_tree(rounds=3, output={"checkpoint_every": 1}, aggregator={"name": "median"})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({
         "base": "base.yaml", "out_dir": str(tmp_path / "out"), "set": ["train.eval_every=3"], "seeds": [0, 1],
         "grid": [{"aggregator.name": ["median", "trmean"]},
-                 {"aggregator.name": ["diversefl"], "attack.name": ["none"]}],
+                 {"aggregator.name": ["diversefl"], "aggregator.params": [{"sample_fraction": 0.2}],
+                  "attack.name": ["none"]}],
     }))
     return path
 
@@ -30,7 +32,7 @@ def test_points_are_the_union_of_products_times_seeds(sweep_file: Path):
     assert [(p.config.aggregator.name, p.config.attack.name, p.config.seed) for p in points] == [
         ("median", "sign_flip", 0), ("median", "sign_flip", 1), ("trmean", "sign_flip", 0), ("trmean", "sign_flip", 1),
         ("diversefl", "none", 0), ("diversefl", "none", 1)]
-    assert points[5].out.name == "test_005_diversefl_none_s1.h5"
+    assert points[5].out.name == "test_005_diversefl_sample_fraction_0.2_none_s1.h5"
     assert all(p.config.train.eval_every == 3 for p in points)
 
 
@@ -67,8 +69,9 @@ def test_index_resumes_a_checkpointed_point(sweep_file: Path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--index", "9"], "--index 9 is out of range: "),
     (["--list", "--local"], "give exactly one of --list, --index I, --local."),
-    (["--list", "--set", "aggregator.beta=0.7"], "point 0 (train.eval_every=3 aggregator.name=median seed=0 "
-                                                 "aggregator.beta=0.7): aggregator.beta=0.7 must be in [0, 0.5)"),
+    (["--list", "--set", "aggregator.params.sample_fraction=0.7"],
+     "point 0 (train.eval_every=3 aggregator.name=median seed=0 aggregator.params.sample_fraction=0.7): "
+     "aggregator.params.sample_fraction is not a parameter of rule median; known: none."),
 ])
 def test_sweep_errors(sweep_file: Path, args: list[str], message: str):
     result = CliRunner().invoke(main, ["sweep", str(sweep_file), *args])

@@ -63,18 +63,21 @@ def initial_theta(seed: int, hidden: int = 16) -> torch.Tensor:
 
 
 def test_no_accepted_client_leaves_the_model_unchanged(tmp_path: Path):
-    cfg = small_config(aggregator={"eps1": 1e6, "eps2": 2e6}, rounds=3, train={"weight_decay": 0.1})
+    cfg = small_config(aggregator={"params": {"eps1": 1e6, "eps2": 2e6}}, rounds=3, train={"weight_decay": 0.1})
     result = run(cfg, tmp_path / "run.h5", progress=None)
     assert torch.equal(result.theta, initial_theta(cfg.seed))
     with h5py.File(result.path, "r") as f:
         assert f["applied"][:].tolist() == [False] * 3 and f["n_accepted"][:].tolist() == [0] * 3
 
 
+RULE_PARAMS = {"trmean": {"beta": 0.25}, "rsa": {"delta": 0.01}}
+
+
 @pytest.mark.parametrize("rule", ["oracle", "mean", "median", "trmean", "noisy_median", "rsa"])
 def test_every_rule_trains_without_attack(tmp_path: Path, rule: str):
     # RSA is built for convex losses (the paper drops it for networks): give it softmax regression.
     model = {"name": "softmax"} if rule == "rsa" else {}
-    cfg = small_config(rounds=15, aggregator={"name": rule, "beta": 0.25, "delta": 0.01}, model=model,
+    cfg = small_config(rounds=15, aggregator={"name": rule, "params": RULE_PARAMS.get(rule, {})}, model=model,
                        attack={"name": "none"}, byzantine={"model": "none"})
     result = run(cfg, tmp_path / "run.h5", progress=None)
     assert result.final.accuracy > 0.6, rule
@@ -132,8 +135,8 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path: Path):
 
 
 def test_setup_errors_carry_the_data_dependent_message(tmp_path: Path):
-    cfg = small_config(aggregator={"sample_size": 500, "sample_fraction": None})
-    with pytest.raises(SetupError, match="aggregator.sample_size=500 exceeds the smallest client's 100 points"):
+    cfg = small_config(aggregator={"params": {"sample_size": 500, "sample_fraction": None}})
+    with pytest.raises(SetupError, match="aggregator.params.sample_size=500 exceeds the smallest client's 100 points"):
         run(cfg, tmp_path / "run.h5", progress=None)
 
 

@@ -2,8 +2,8 @@
 
 The references were written by v0.1 (commit cd4d51b) with the configs below. Accepted sets, flags, C1 and accuracies
 must be equal; float datasets may differ in their last bits: v0.1 computed all of a rank's clients in one vmap call,
-now every call holds ``train.client_chunk`` clients (placement independence on GPUs, mpifl.gradients) and gradients
-come from a hand-written backward pass for linear stacks (mpifl.gradients.DenseStack). Norms are compared to
+now every call holds ``train.client_chunk`` clients (placement independence on GPUs, mpifl.models.gradients) and gradients
+come from a hand-written backward pass for linear stacks (mpifl.models.gradients.DenseStack). Norms are compared to
 1e-5, except on real MNIST: there a ReLU whose input rounds to the other side of 0 in one of the two summation
 orders changes that client's gradient by up to a few 1e-5 (against a float64 reference, autograd's own float32
 gradient was off by 4e-5 on such a batch, the hand-written one by 7e-6), so norms there are compared to 1e-4 and θ (entries of ~0.05) to 1e-5.
@@ -37,7 +37,7 @@ def compare(reference: np.lib.npyio.NpzFile, rule: str, f: h5py.File, theta_step
 
 @pytest.mark.parametrize("rule", ["diversefl", "median", "trmean", "noisy_median", "rsa"])
 def test_small_runs_match_v0_1(tmp_path: Path, rule: str):
-    agg = {"name": rule, "record_similarity": rule != "diversefl", **({"delta": 0.01} if rule == "rsa" else {})}
+    agg = {"name": rule, "record_similarity": rule != "diversefl", **({"params": {"delta": 0.01}} if rule == "rsa" else {})}
     run(small_config(clients=6, rounds=6, aggregator=agg), tmp_path / "run.h5", progress=None)
     with h5py.File(tmp_path / "run.h5") as f:
         compare(np.load(DATA / "golden_v0_1.npz"), rule, f)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .config import ByzantineConfig
+from .registry import choose, register
 from .rng import Purpose, generator
 
 
@@ -19,6 +20,7 @@ class ByzantineSchedule:
 
     def __init__(self, cfg: ByzantineConfig, n: int, seed: int, client_classes: list[set[int]]) -> None:
         self.cfg, self.n, self.seed = cfg, n, seed
+        self._draw = choose("byzantine.model", "byzantine", cfg.model)
         self.eligible = torch.tensor([cfg.markov_class in c for c in client_classes], dtype=torch.bool)
         self._reset()
 
@@ -28,17 +30,9 @@ class ByzantineSchedule:
         self._mask = torch.zeros(self.n, dtype=torch.bool)
 
     def mask(self, round_: int) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.model == "none":
-            return torch.zeros(self.n, dtype=torch.bool)
-        if cfg.model == "fixed":
-            m = torch.zeros(self.n, dtype=torch.bool)
-            m[cfg.clients] = True
-            return m
-        if cfg.model == "random":
-            m = torch.zeros(self.n, dtype=torch.bool)
-            m[torch.randperm(self.n, generator=generator(self.seed, Purpose.BYZANTINE, round_))[: cfg.k]] = True
-            return m
+        return self._draw(self, round_)
+
+    def markov(self, round_: int) -> torch.Tensor:
         if round_ < self._round:
             self._reset()
         while self._round < round_:
@@ -54,3 +48,26 @@ class ByzantineSchedule:
                     self._left[j] = self.cfg.markov_rounds
         self._mask = self._left > 0
         self._left = (self._left - 1).clamp(min=0)
+
+
+@register("byzantine", "none")
+def nobody(schedule: ByzantineSchedule, round_: int) -> torch.Tensor:
+    return torch.zeros(schedule.n, dtype=torch.bool)
+
+
+@register("byzantine", "fixed")
+def fixed(schedule: ByzantineSchedule, round_: int) -> torch.Tensor:
+    m = torch.zeros(schedule.n, dtype=torch.bool)
+    m[schedule.cfg.clients] = True
+    return m
+
+
+@register("byzantine", "random")
+def random_k(schedule: ByzantineSchedule, round_: int) -> torch.Tensor:
+    m = torch.zeros(schedule.n, dtype=torch.bool)
+    order = torch.randperm(schedule.n, generator=generator(schedule.seed, Purpose.BYZANTINE, round_))
+    m[order[: schedule.cfg.k]] = True
+    return m
+
+
+register("byzantine", "markov")(ByzantineSchedule.markov)

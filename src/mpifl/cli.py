@@ -11,10 +11,11 @@ import click
 
 from . import __version__
 from .checkpoint import CheckpointError
-from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
+from .config import ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
+from .errors import ConfigError, RegistryError
 from .metrics import read_config_yaml
-from .rules import RegistryError, load_plugin
+from .registry import load_plugin
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
 
@@ -38,7 +39,7 @@ def _errors_as_one_line() -> Iterator[None]:
 _data_root_option = click.option("--data-root", type=click.Path(file_okay=False),
                                  help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
 _plugin_option = click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
-                              help="A Python file that registers rules, filters or pre-aggregators (repeatable).")
+                              help="A Python file that registers rules, filters, pre-aggregators, attacks or other choices (repeatable).")
 
 
 def _load_plugins(plugins: tuple[str, ...]) -> None:
@@ -78,6 +79,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
     Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
     (resume with --resume).
     """
+    from .build import resolve
     from .train import run
 
     extra = [f"rounds={rounds}"] if rounds is not None else []
@@ -94,6 +96,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             extra += [f"seed={seed}"] if seed is not None else []
             cfg = load(config_path, [*overrides, *extra])
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
+        resolve(cfg)  # every name and parameter checked here, before any MPI start-up cost
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
                      progress=None if quiet else sys.stderr)
     if result is not None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import ConfigError
+
 SCHEMA_VERSION = 2
 PHASES = ("broadcast", "client_compute", "gather", "guiding", "aggregation", "evaluation")
 _SCALARS = {"round": np.int32, "lr": np.float64, "applied": np.bool_, "n_accepted": np.int32,
@@ -85,8 +87,6 @@ def schema_problem(f: h5py.File) -> str | None:
 
 def read_config_yaml(path: Path) -> str:
     """The config a run file was written with; ConfigError when the file is missing, foreign or damaged."""
-    from .config import ConfigError
-
     try:
         with open_for_reading(path) as f:
             problem = schema_problem(f)

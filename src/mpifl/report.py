@@ -8,6 +8,7 @@ cut to the rounds that all its datasets hold.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import math
 import time
@@ -18,6 +19,7 @@ import h5py
 import numpy as np
 
 from .config import tree_from_yaml
+from .filters.diversefl import Params as DiverseFLParams
 from .metrics import PHASES, complete_rows, finished_round, open_for_reading, schema_problem
 from .screening import INVALID, REASONS
 
@@ -62,11 +64,16 @@ class Run:
         return self.config["attack"]["name"]
 
     @property
+    def diversefl(self) -> DiverseFLParams:
+        """DiverseFL's parameters in this run (its defaults where the config leaves them out)."""
+        params = self.config["aggregator"].get("params", {})
+        return DiverseFLParams(**{f.name: params[f.name] for f in dataclasses.fields(DiverseFLParams)
+                                  if f.name in params})
+
+    @property
     def sample(self) -> str:
-        agg = self.config["aggregator"]
-        if agg.get("sample_size") is not None:
-            return f"s={agg['sample_size']}"
-        return f"{100 * agg['sample_fraction']:g}%"
+        p = self.diversefl
+        return f"s={p.sample_size}" if p.sample_size is not None else f"{100 * p.sample_fraction:g}%"
 
     def evaluated(self) -> tuple[np.ndarray, np.ndarray]:
         keep = ~np.isnan(self.accuracy)
@@ -342,7 +349,7 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
         byz = run.byzantine[:, j]
         ax.scatter(run.round[~byz], product[~byz, j], s=2, color="tab:green", label="honest")
         ax.scatter(run.round[byz], product[byz, j], s=2, color="tab:red", label="Byzantine")
-        for eps in (run.config["aggregator"]["eps1"], run.config["aggregator"]["eps2"]):
+        for eps in (run.diversefl.eps1, run.diversefl.eps2):
             ax.axhline(eps, color="grey", linewidth=0.6, linestyle="--")
         ax.set_yscale("symlog", linthresh=2.0, linscale=2.0)
         ax.set_title(f"client {j}", fontsize=8)

@@ -17,8 +17,9 @@ NON_FINITE = 4  # the update holds NaN or +-Inf
 NORM_BOUND = 8  # ||z|| > aggregator.max_norm
 ZERO_GUIDING = 16  # ||g~|| = 0: C2 undefined
 NOT_SAMPLED = 32  # the client did not take part in the round (train.clients_per_round)
+FILTERED = 64  # a filter that gives no reasons of its own (a plug-in) rejected the row
 REASONS = {DIRECTION: "direction", LENGTH: "length", NON_FINITE: "non_finite", NORM_BOUND: "norm_bound",
-           ZERO_GUIDING: "zero_guiding", NOT_SAMPLED: "not_sampled"}
+           ZERO_GUIDING: "zero_guiding", NOT_SAMPLED: "not_sampled", FILTERED: "filtered"}
 INVALID = NON_FINITE | NORM_BOUND  # what screening rejects
 EXCLUDED = INVALID | NOT_SAMPLED  # rows no rule ever sees
 

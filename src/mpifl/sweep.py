@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .build import resolve
 from .checkpoint import path_for
-from .config import ConfigError, ExperimentConfig, from_tree, load_tree
+from .config import ExperimentConfig, from_tree, load_tree
+from .errors import ConfigError
 from .metrics import finished_round, open_for_reading
 
 _KEYS = {"base", "out_dir", "set", "seeds", "grid"}
@@ -67,6 +69,7 @@ def load(path: str | Path, extra: tuple[str, ...] = ()) -> list[Point]:
             overrides += list(extra)
             try:
                 cfg = from_tree(base, overrides)
+                resolve(cfg)
             except ConfigError as exc:
                 raise ConfigError(f"sweep {path} point {index} ({' '.join(overrides)}): {exc}") from None
             name = f"{cfg.name}_{index:03d}_{_slug([*values, f's{cfg.seed}'])}.h5"

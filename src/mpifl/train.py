@@ -22,23 +22,25 @@ from typing import Callable, TextIO, TypeVar
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
-from .algorithms import ClientData, GradientClients, make_clients
-from .attacks import CLIENT_ATTACKS
-from .attacks.adversary import Adversary, needs_server_samples
+from . import __version__, checkpoint, memory, participation, transport as transport_mod
+from .attacks.adversary import Adversary
+from .build import Pipeline, resolve as resolve_names
 from .byzantine import ByzantineSchedule
-from .config import ConfigError, ExperimentConfig, step_params, to_yaml, tree_from_yaml, validate_against_data
+from .clients import ClientData, GradientClients
+from .config import ExperimentConfig, to_yaml, tree_from_yaml, validate_against_data
+from .errors import ConfigError
 from .data import datasets
 from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
-from .gradients import batched_grads, stack_padded
+from .filters import FilterSetup
+from .filters.diversefl import DiverseFLFilter, GuidingGradients, Params as DiverseFLParams, guiding_samples
+from .models.gradients import batched_grads, stack_padded
 from .metrics import RoundRecord, RunWriter
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
 from .rng import Purpose, generator
-from .rules import diversefl
 from .schedules import learning_rate
-from .server import Server, needs_guiding
+from .server import Server
 
 
 _T = TypeVar("_T")
@@ -80,10 +82,15 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     place = resolve(tp.rank, tp.size, tp.local_rank, cfg.clients, cfg.train.device, cfg.train.deterministic)
     if place.is_server and out.exists() and not overwrite:
         raise ConfigError(f"output {out} already exists; pass --overwrite or choose another --out.")
+    pipeline = Pipeline.build(resolve_names(cfg), cfg)
     ds = datasets.load(cfg.data.dataset, cfg.data.root, cfg.data.download,
                        (cfg.data.synthetic_train, cfg.data.synthetic_test))
     parts = partition(cfg.data.partition, ds.train_y, cfg.clients, cfg.data.alpha, cfg.seed)
-    validate_against_data(cfg, [len(p) for p in parts], ds.num_classes)
+    sizes = [len(p) for p in parts]
+    validate_against_data(cfg, sizes, ds.num_classes)
+    for f in pipeline.all_filters:
+        f.check_data(sizes)
+    pipeline.attack.check_classes(ds.num_classes)
     scaling = datasets.Scaling(cfg.data.scale, *ds.channel_stats()).to(place.device)
 
     module = build(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
@@ -96,21 +103,33 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     for j in place.clients:
         idx = torch.from_numpy(parts[j])
         hosted.append(ClientData(j, ds.train_x[idx].to(place.device), ds.train_y[idx].to(place.device), batches[j]))
-    clients = make_clients(cfg, flat, hosted, ds.num_classes, theta, max(batches), scaling)
+    clients = pipeline.clients(cfg, flat, hosted, ds.num_classes, theta, max(batches), scaling, pipeline.attack,
+                               pipeline.rule.params)
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
     schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
 
     server, adversary, test = None, None, None
     if place.is_server:
-        guiding = diversefl.guiding_samples(cfg, flat, parts, ds, scaling, ds.num_classes) \
-            if needs_guiding(cfg) or needs_server_samples(cfg) else None
-        rule = rules.get("rule", cfg.aggregator.name)
-        root = _server_gradient(flat, ds, scaling, step_params(cfg.aggregator, rule).root_size, cfg.seed) \
-            if rule.needs_server_data else None
-        server = Server(cfg, guiding if needs_guiding(cfg) else None, root)
-        adversary = Adversary(cfg, guiding) if cfg.attack.name not in CLIENT_ATTACKS else None
+        fixed = frozenset(cfg.byzantine.clients) if cfg.byzantine.model == "fixed" else frozenset()
+        shared = FilterSetup(flat, ds, parts, scaling, cfg.seed, pipeline.attack, fixed)
+        for f in pipeline.all_filters:
+            f.prepare(shared)
+        root = _server_gradient(flat, ds, scaling, pipeline.rule.params.root_size, cfg.seed) \
+            if pipeline.rule.needs.server_data else None
+        server = Server(pipeline, cfg.seed, root)
+        if pipeline.attack.on_rank0:
+            adversary = Adversary(pipeline, cfg.aggregator.name, cfg.seed, _white_box(cfg, pipeline, shared))
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling)
+
+
+def _white_box(cfg: ExperimentConfig, pipeline: Pipeline, shared: FilterSetup) -> GuidingGradients | None:
+    """The server's guiding samples, for a rank-0 attack that reads them (``attack.knowledge: white_box``): the
+    DiverseFL filter's own, or (a rule without it) samples drawn the same way with DiverseFL's default size."""
+    if not (pipeline.attack.needs_guiding and cfg.attack.knowledge == "white_box"):
+        return None
+    own = [f.guiding for f in pipeline.all_filters if isinstance(f, DiverseFLFilter)]
+    return own[0] if own else guiding_samples(shared, DiverseFLParams())
 
 
 def _server_gradient(flat: FlatModel, ds: datasets.Dataset, scaling: datasets.Scaling, size: int,
@@ -283,7 +302,7 @@ class _RoundLoop:
     def __init__(self, cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, writer: RunWriter | None,
                  progress: TextIO | None, out: Path) -> None:
         self.cfg, self.tp, self.s, self.writer, self.progress, self.out = cfg, tp, s, writer, progress, out
-        self.backdoor = (cfg.attack.source, cfg.attack.target) if cfg.attack.name == "backdoor" else None
+        self.backdoor = s.clients.attack.backdoor_task
         self.final = Evaluation(math.nan, math.nan, math.nan)
 
     def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
@@ -325,7 +344,7 @@ class _RoundLoop:
         if self.s.adversary is not None:
             self.s.adversary.corrupt(z, theta, byzantine, sampled, r)
             clock.lap("gather")  # the attack stands in for the Byzantine clients' upload
-        screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None)
+        screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None, r)
         clock.lap("guiding")
         decision = server.decide(screened, theta, byzantine, r)
         if decision.direction is not None:

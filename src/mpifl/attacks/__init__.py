@@ -1,15 +1,12 @@
-"""Byzantine behaviour, in two places.
+"""Byzantine behaviour behind one interface (:class:`.base.Attack`), registered by name (kind ``attack``).
 
-On the client (:mod:`.client`): poisoned labels before the gradient (class flip, backdoor) and a forged message after
-it (sign flip, scaling for the backdoor, noise): the paper's fault model, where an attacker sees only its own data.
-On rank 0 (:mod:`.base`): colluding omniscient attacks that see the round's honest updates and the rule's public
-parameters: the field's standard attacks (:mod:`.field`) and attacks built against DiverseFL's test (:mod:`.adaptive`).
-Rank-0 attacks are registered by name (kind ``attack`` in :mod:`mpifl.rules.registry`), so a plug-in file adds its own.
+Client side (:mod:`.client`): poisoned labels before the gradient (class flip, backdoor, sleeper) and a forged message
+after it (sign flip, backdoor scaling, noise). Rank 0 (:class:`.base.ColludingAttack`): colluding omniscient attacks
+that see the round's honest updates and the rule's public parameters: the field's standard attacks (:mod:`.field`)
+and attacks built against DiverseFL's test (:mod:`.adaptive`). A plug-in file registers its own the same way.
 """
 
-from . import adaptive, field
-from .base import KNOWLEDGE, AttackView, ColludingAttack, RuleFacts
-from .client import CLIENT_ATTACKS, forge, poison_labels
+from . import adaptive, client, field
+from .base import Attack, AttackView, ColludingAttack, RuleFacts
 
-__all__ = ["CLIENT_ATTACKS", "KNOWLEDGE", "AttackView", "ColludingAttack", "RuleFacts", "adaptive", "field", "forge",
-           "poison_labels"]
+__all__ = ["Attack", "AttackView", "ColludingAttack", "RuleFacts", "adaptive", "client", "field"]

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..rules.registry import register
+from ..errors import ConfigError
+from ..registry import register
 from .base import AttackView, ColludingAttack
 
 
 def _check(params: Params) -> None:
-    from ..config import ConfigError
-
     if not 0.0 < params.cosine <= 1.0:
         raise ConfigError(f"attack.params.cosine={params.cosine} must be in (0, 1]: DiverseFL needs C1 = 1.")
     if not params.norm_ratio > 0:

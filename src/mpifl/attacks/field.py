@@ -14,8 +14,8 @@ from statistics import NormalDist
 
 import torch
 
-from ..config import ConfigError
-from ..rules.registry import register
+from ..errors import ConfigError
+from ..registry import register
 from .base import AttackView, ColludingAttack
 
 

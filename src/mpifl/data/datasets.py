@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..registry import choose, register
 from . import safe_pickle
 
 DATA_ROOT_ENV = "MPIFL_DATA_ROOT"
@@ -73,7 +74,7 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
 
 
 def to_float(x: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images → float32 model inputs in the configured scale (NOTES.md: Fig. 2 uses raw 0..255).
+    """uint8 images → float32 model inputs in the configured scale (docs/paper-notes.md: Fig. 2 uses raw 0..255).
 
     In place on the one float copy: temporaries of a client's whole shard would outlive the call in the allocator.
     """
@@ -115,13 +116,9 @@ class Scaling:
 
 
 def load(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
-    """Load a dataset by config name (see ``config.DATASETS``)."""
-    if name == "synthetic":
-        return synthetic(*synthetic_sizes)
-    path = resolve_root(root)
-    if name in _IDX_FOLDERS:
-        return _load_idx(name, path, download)
-    return _load_cifar(name, path, download)
+    """Load the dataset registered as ``name`` (``data.dataset``). A loader takes (name, data root, download,
+    synthetic sizes) and may ignore what it does not use."""
+    return choose("data.dataset", "dataset", name)(name, root, download, synthetic_sizes)
 
 
 def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -> DataError:
@@ -133,7 +130,10 @@ def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -
     )
 
 
-def _load_idx(name: str, root: Path, download: bool) -> Dataset:
+@register("dataset", "mnist")
+@register("dataset", "fashion_mnist")
+def _load_idx(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
+    root = resolve_root(root)
     raw = root / _IDX_FOLDERS[name] / "raw"
     missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
     if missing and download:
@@ -175,7 +175,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="c", offset=offset, shape=shape)
 
 
-def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
+@register("dataset", "cifar10")
+@register("dataset", "cifar100")
+def _load_cifar(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
+    root = resolve_root(root)
     folder, train_files, test_file, label_key, classes = _CIFAR[name]
     base = root / folder
     files = [base / f for f in [*train_files, test_file]]
@@ -231,3 +234,6 @@ def synthetic(n_train: int, n_test: int, num_classes: int = 10, shape: tuple[int
     train_x, train_y = draw(n_train)
     test_x, test_y = draw(n_test)
     return Dataset("synthetic", train_x, train_y, test_x, test_y, num_classes)
+
+
+register("dataset", "synthetic")(lambda name, root, download, synthetic_sizes: synthetic(*synthetic_sizes))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from ..registry import choose, register
 from ..rng import Purpose, numpy_rng
 
 
@@ -55,19 +56,18 @@ def iid(labels: torch.Tensor, n: int, seed: int) -> list[np.ndarray]:
     return [np.sort(p) for p in np.array_split(perm, n)]
 
 
+register("partition", "shards")(lambda labels, n, alpha, seed: shards(labels, n))
+register("partition", "two_class")(lambda labels, n, alpha, seed: two_class(labels, n))
+register("partition", "dirichlet")(dirichlet)
+register("partition", "iid")(lambda labels, n, alpha, seed: iid(labels, n, seed))
+
+
 def partition(kind: str, labels: torch.Tensor, n: int, alpha: float, seed: int) -> list[np.ndarray]:
-    """Dispatch on ``data.partition``; every client's indices as an int64 array."""
+    """The registered partition ``kind`` (``data.partition``): every client's indices as an int64 array. A partition
+    takes (labels, n, alpha, seed) and may ignore what it does not use."""
     if n > len(labels):
         raise ConfigError(f"clients={n} exceeds the {len(labels)} training points.")
-    if kind == "shards":
-        return shards(labels, n)
-    if kind == "two_class":
-        return two_class(labels, n)
-    if kind == "dirichlet":
-        return dirichlet(labels, n, alpha, seed)
-    if kind == "iid":
-        return iid(labels, n, seed)
-    raise ConfigError(f"data.partition={kind!r} is not a partition; choose shards, two_class, dirichlet or iid.")
+    return choose("data.partition", "partition", kind)(labels, n, alpha, seed)
 
 
 def fraction_size(total: int, absolute: int | None, fraction: float | None) -> int:

@@ -1,14 +1,12 @@
-"""Server-side rules, pre-aggregators and filters, chosen by name in the config (see :mod:`.registry`).
+"""Server-side rules and pre-aggregators, chosen by name in the config (registry kinds ``rule`` and ``pre``).
 
 Importing this package registers the built-in ones; a researcher's own register from their file
-(``mpifl train --plugin FILE``) or package (entry-point group ``mpifl.rules``).
+(``mpifl train --plugin FILE``) or package (entry-point group ``mpifl.plugins``) with :func:`mpifl.registry.register`.
 """
 
 from . import (bulyan, classic, clipping, diversefl, diversefl_plus, dnc, fltrust, geomed, krum, preaggregators,
                signguard)
-from .base import Decision, NoParams, PreAggregator, RoundView, Rule, TooFewUpdates
-from .registry import RegistryError, get, load_plugin, names, register
+from .base import Decision, Needs, PreAggregator, RoundView, Rule, TooFewUpdates
 
-__all__ = ["Decision", "NoParams", "PreAggregator", "RegistryError", "RoundView", "Rule", "TooFewUpdates", "bulyan",
-           "classic", "clipping", "diversefl", "diversefl_plus", "dnc", "fltrust", "geomed", "get", "krum",
-           "load_plugin", "names", "preaggregators", "register", "signguard"]
+__all__ = ["Decision", "Needs", "PreAggregator", "RoundView", "Rule", "TooFewUpdates", "bulyan", "classic", "clipping",
+           "diversefl", "diversefl_plus", "dnc", "fltrust", "geomed", "krum", "preaggregators", "signguard"]

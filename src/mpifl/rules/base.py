@@ -1,7 +1,7 @@
 """What a server-side rule sees and what it decides: the interface every rule, built in or plugged in, implements.
 
 A rule sees what a real server knows: the round's screened updates, which rows it may use, θ, the round number and,
-for rules that have one (FLTrust), a gradient on the server's own data. Only a rule that declares ``needs_truth``
+for rules that have one (FLTrust), a gradient on the server's own data. Only a rule whose :class:`Needs` say ``truth``
 (OracleSGD) is given the simulator's ground truth about who is Byzantine.
 """
 
@@ -14,6 +14,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..registry import NoParams
+
 
 class TooFewUpdates(ValueError):
     """A round left fewer usable updates than the rule's parameters need (Krum's 2f + 2, Bulyan's 4f + 3, …); the
@@ -21,8 +23,16 @@ class TooFewUpdates(ValueError):
 
 
 @dataclass(frozen=True)
-class NoParams:
-    """A rule without parameters of its own (``aggregator.params`` must then be empty)."""
+class Needs:
+    """What a rule needs beyond the round's update matrix, declared once and read by :mod:`mpifl.build` alone."""
+
+    truth: bool = False  # OracleSGD: RoundView.byzantine, the simulator's ground truth
+    server_data: bool = False  # FLTrust: RoundView.server_gradient, a gradient on rank 0's own root data
+    filter: str | None = None  # DiverseFL: the filter that choosing the rule turns on
+    clients: str = "gradient"  # the client side (registry kind 'clients'): 'noisy' for Noisy Median, 'model_copies'
+    #                            for RSA; those clients read the rule's own Params
+    reshapes: bool = False  # diversefl_plus: DiverseFL's filter rebuilds rows with Rule.reshape / Rule.split
+    tolerated_flags: int = 0  # DiverseFL flag bits (mpifl.screening) the rule handles itself instead of rejecting
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class RoundView:
     round: int
     seed: int = 0  # the run's seed: a rule's random draws use mpifl.rng.generator(seed, Purpose.RULE, round)
     server_gradient: Callable[[torch.Tensor], torch.Tensor] | None = None  # θ → [d] gradient on the server's data
-    byzantine: torch.Tensor | None = None  # [n] bool ground truth; only for rules with needs_truth
+    byzantine: torch.Tensor | None = None  # [n] bool ground truth; only for rules whose needs.truth
     guiding_sum: torch.Tensor | None = None  # [d] sum of the round's guiding gradients; for rules behind DiverseFL
     unverified: torch.Tensor | None = None  # [n, d] the part of each rebuilt row the server cannot check (rules that
     #                                         keep_unverified); rows outside ``valid`` must be ignored
@@ -59,13 +69,7 @@ class Rule:
     """
 
     Params: ClassVar[type] = NoParams
-    needs_truth: ClassVar[bool] = False  # OracleSGD only
-    needs_server_data: ClassVar[bool] = False  # FLTrust: RoundView.server_gradient is provided
-    implies_filter: ClassVar[str | None] = None  # DiverseFL: the filter choosing the rule turns on
-    client_noise: ClassVar[bool] = False  # Noisy Median: honest clients add N(0, sigma²) before upload
-    client_models: ClassVar[bool] = False  # RSA: clients keep and upload model copies
-    reshapes_updates: ClassVar[bool] = False  # diversefl_plus: rows are rebuilt from their guiding gradients
-    tolerated_flags: ClassVar[int] = 0  # DiverseFL flag bits (mpifl.screening) the rule handles itself, not rejects
+    needs: ClassVar[Needs] = Needs()
     keeps_unverified: bool = False  # diversefl_plus: the server hands aggregate the rows' unverified parts
 
     def __init__(self, params: object, n: int) -> None:
@@ -80,7 +84,7 @@ class Rule:
         raise NotImplementedError
 
     def reshape(self, z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
-        """Rows [k, d] rebuilt from the updates and their guiding gradients, for rules with ``reshapes_updates``;
+        """Rows [k, d] rebuilt from the updates and their guiding gradients, for rules whose ``needs.reshapes``;
         the server calls it a chunk of clients at a time, after DiverseFL's criteria are taken."""
         raise NotImplementedError
 

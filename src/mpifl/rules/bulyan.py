@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from . import coordinatewise
 from .base import Decision, RoundView, Rule, TooFewUpdates
 from .krum import squared_distances
-from .registry import register
+from ..registry import register
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Bulyan(Rule):
     of the remaining set R, as in Krum, but at least one neighbour, since late picks at k = 4f + 3 have
     |R| − f − 2 < 1 and a sum over no neighbours would rank nothing; pairwise distances are computed once (float64,
     as Krum's) and restricted to R. The median of an even number of values is the mean of the two middle ones
-    (:func:`mpifl.aggregators.coordinate_median`). Ties (equal Krum scores, equal distances to the median) go to the
+    (:func:`mpifl.rules.columns.coordinate_median`). Ties (equal Krum scores, equal distances to the median) go to the
     lower client index. ``accepted`` is the Krum-picked set; its ``weight`` is NaN because each
     coordinate averages its own β clients, and 0 for clients not picked.
     """

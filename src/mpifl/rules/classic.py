@@ -1,9 +1,10 @@
 """The paper's baselines on the interface: Mean, OracleSGD, Median, Noisy Median, TrMean, RSA (DiverseFL:
 :mod:`.diversefl`).
 
-Their arithmetic lives in :mod:`mpifl.aggregators` (coordinate-wise, in column bands), the median's and trimmed
-mean's fast, bit-identical kernels in :mod:`.coordinatewise`; parameters keep their v0.1 keys
-(``aggregator.beta``, ``aggregator.delta``), which fill the fields of the same name in each rule's ``Params``.
+Their arithmetic lives in :mod:`mpifl.rules.columns` (coordinate-wise, in column bands), the median's and trimmed
+mean's fast, bit-identical kernels in :mod:`.coordinatewise`; parameters live in ``aggregator.params``
+(``beta``, ``sigma``, ``delta``), one ``Params`` object that both sides of a rule read (RSA's and Noisy Median's
+clients included).
 
 References
     [9]  D. Yin, Y. Chen, K. Ramchandran, P. Bartlett, "Byzantine-robust distributed learning: towards optimal
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import by_columns, masked_mean, rsa_direction
+from .columns import by_columns, masked_mean, rsa_direction
 from . import coordinatewise
-from .base import Decision, RoundView, Rule, undefined_weights, weights_of
-from .registry import register
+from ..errors import ConfigError
+from .base import Decision, Needs, RoundView, Rule, undefined_weights, weights_of
+from ..registry import register
 
 
 def _empty(view: RoundView) -> Decision:
@@ -45,7 +47,7 @@ class OracleSGD(Rule):
     """The average of the honest updates: the only rule that is told who is Byzantine (an upper bound, not a
     defence)."""
 
-    needs_truth = True
+    needs = Needs(truth=True)
 
     def aggregate(self, view: RoundView) -> Decision:
         assert view.byzantine is not None
@@ -55,7 +57,7 @@ class OracleSGD(Rule):
 
 @register("rule", "median")
 class Median(Rule):
-    """Coordinate-wise median [9]; for an even count the mean of the two middle values (NOTES.md)."""
+    """Coordinate-wise median [9]; for an even count the mean of the two middle values (docs/paper-notes.md)."""
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
@@ -64,17 +66,32 @@ class Median(Rule):
         return Decision(direction, view.valid.clone(), undefined_weights(len(view.valid), view.z.device))
 
 
+@dataclass(frozen=True)
+class NoisyParams:
+    sigma: float = 0.01  # std of the noise honest clients add
+
+    def __post_init__(self) -> None:
+        if self.sigma < 0:
+            raise ConfigError(f"aggregator.params.sigma={self.sigma} must be >= 0.")
+
+
 @register("rule", "noisy_median")
 class NoisyMedian(Median):
-    """Noisy Median [11]: honest clients add N(0, sigma²) noise before upload (``aggregator.sigma``), the server takes
-    the coordinate-wise median."""
+    """Noisy Median [11]: honest clients add N(0, sigma²) noise before upload (``aggregator.params.sigma``, read by
+    :class:`mpifl.clients.NoisyClients`), the server takes the coordinate-wise median."""
 
-    client_noise = True
+    Params = NoisyParams
+    needs = Needs(clients="noisy")
 
 
 @dataclass(frozen=True)
 class TrimParams:
     beta: float = 0.1  # trim floor(beta k) values from each end of every coordinate
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta < 0.5:
+            raise ConfigError(f"aggregator.params.beta={self.beta} must be in [0, 0.5): TrMean trims beta*k from each "
+                              "end.")
 
 
 @register("rule", "trmean")
@@ -92,7 +109,11 @@ class TrimmedMean(Rule):
 
 @dataclass(frozen=True)
 class RsaParams:
-    delta: float = 0.2635  # the l1 penalty of eqs. 6-7
+    delta: float = 0.2635  # the l1 penalty of eqs. 6-7, on the server and in every client's update
+
+    def __post_init__(self) -> None:
+        if self.delta < 0:
+            raise ConfigError(f"aggregator.params.delta={self.delta} must be >= 0.")
 
 
 @register("rule", "rsa")
@@ -100,7 +121,7 @@ class Rsa(Rule):
     """RSA [12]: clients keep model copies and upload them; the server steps along delta sum_j sign(θ − θ_j) (eq. 7)."""
 
     Params = RsaParams
-    client_models = True
+    needs = Needs(clients="model_copies")
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):

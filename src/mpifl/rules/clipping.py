@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..screening import banded_norms
 from .base import Decision, RoundView, Rule
-from .registry import register
+from ..registry import register
 
 
 @dataclass(frozen=True)

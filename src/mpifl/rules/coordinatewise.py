@@ -6,13 +6,13 @@ takes ~10 ms. Here the k usable rows are ordered by a sorting network (Batcher's
 rows and then to the ranks the statistic needs): each compare-exchange is one ``torch.minimum`` and one
 ``torch.maximum`` of two whole rows, run over a band of columns small enough that the k rows of the band stay in
 the core's cache (:data:`CPU_BAND`). Min and max are exact, so the ranks are the very values a sort gives: the
-median is bit-identical to :func:`mpifl.aggregators.coordinate_median`, and the trimmed mean, which averages the
+median is bit-identical to :func:`mpifl.rules.columns.coordinate_median`, and the trimmed mean, which averages the
 kept ranks with the same ``mean(dim=0)`` over the same [k − 2b, columns] values in the same row order, is
-bit-identical to :func:`mpifl.aggregators.trimmed_mean` too (tests/test_rules_speed_equivalence.py).
+bit-identical to :func:`mpifl.rules.columns.trimmed_mean` too (tests/test_rules_speed_equivalence.py).
 
 A network has ~k log²k / 4 comparators, each a pass over the band, so beyond :data:`NETWORK_MAX_ROWS` rows the
 general sort wins again and is used. On a GPU the same network runs over the bands of
-:func:`mpifl.aggregators.by_columns` (one kernel launch per comparator and band instead of per cache-sized chunk).
+:func:`mpifl.rules.columns.by_columns` (one kernel launch per comparator and band instead of per cache-sized chunk).
 Rows are never copied out of Z: the network reads the usable rows in place and writes only into a workspace of
 k + 2 band-wide rows.
 """
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..aggregators import by_columns, coordinate_median, trimmed_mean as sorted_trimmed_mean
+from .columns import by_columns, coordinate_median, trimmed_mean as sorted_trimmed_mean
 
 NETWORK_MAX_ROWS = 128  # above this many usable rows the comparator count (~k log²k / 4) loses to torch.sort
 GRAIN = 32768  # torch's at::internal::GRAIN_SIZE: an op on fewer elements runs on the calling thread, no OpenMP region
@@ -35,7 +35,7 @@ VECTOR_BLOCK = 64  # columns of one block of torch's vectorised column sum (4 AV
 #                     multiples of it, so every column is summed by the same code path as in one whole piece
 CHAIN_MAX_ROWS = 16  # torch's CPU column mean adds up to this many rows one after another (17 measured too; more
 #                      go through a tree), so adding them in rank order and dividing gives its bits without a stack
-GPU_ELEMENTS = 1 << 26  # on a GPU: the bands of mpifl.aggregators.by_columns (same shapes, so the same mean kernel)
+GPU_ELEMENTS = 1 << 26  # on a GPU: the bands of mpifl.rules.columns.by_columns (same shapes, so the same mean kernel)
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,7 +142,7 @@ def _ranked(z: torch.Tensor, index: list[int], ranks: tuple[int, ...], combine: 
 
 def median(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per column, the median of the rows of z where ``valid`` (at least one); for an even count the mean of the two
-    middle values, computed as ``(lower + upper) / 2`` exactly like :func:`mpifl.aggregators.coordinate_median`."""
+    middle values, computed as ``(lower + upper) / 2`` exactly like :func:`mpifl.rules.columns.coordinate_median`."""
     index = torch.nonzero(valid).squeeze(1).tolist()
     k = len(index)
     if k > NETWORK_MAX_ROWS:
@@ -156,7 +156,7 @@ def median(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def trimmed_mean(z: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:
     """Per column, the mean of the rows of z where ``valid`` (at least one) after dropping b = floor(beta k) values
-    from each end, as :func:`mpifl.aggregators.trimmed_mean`: the kept ranks, in rank order, go through the same
+    from each end, as :func:`mpifl.rules.columns.trimmed_mean`: the kept ranks, in rank order, go through the same
     ``mean(dim=0)``, so the sums run in the same order."""
     index = torch.nonzero(valid).squeeze(1).tolist()
     k = len(index)

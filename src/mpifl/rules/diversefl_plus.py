@@ -32,16 +32,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import gram64, masked_mean
-from .base import Decision, RoundView, Rule, weights_of
+from .columns import gram64, masked_mean
+from .base import Decision, Needs, RoundView, Rule, weights_of
 from ..screening import LENGTH
-from .registry import register
+from ..errors import ConfigError
+from ..registry import register
 
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
-        from ..config import ConfigError
-
         raise ConfigError(message)
 
 
@@ -64,9 +63,7 @@ class DiverseFLPlus(Rule):
     its length; the mean of what remains, less the directions its unverified parts share (module text)."""
 
     Params = Params
-    implies_filter = "diversefl"
-    reshapes_updates = True
-    tolerated_flags = LENGTH  # a long row is clipped, not rejected
+    needs = Needs(filter="diversefl", reshapes=True, tolerated_flags=LENGTH)  # a long row is clipped, not rejected
 
     def reshape(self, z: torch.Tensor, guiding: torch.Tensor) -> torch.Tensor:
         return self._rebuild(z, guiding)[0]

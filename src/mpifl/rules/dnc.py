@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import masked_mean
-from ..config import ConfigError
+from .columns import masked_mean
+from ..errors import ConfigError
 from ..rng import Purpose, generator
 from .base import Decision, RoundView, Rule, TooFewUpdates, weights_of
-from .registry import register
+from ..registry import register
 
 
 @dataclass(frozen=True)

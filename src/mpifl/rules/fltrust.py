@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError
-from .base import Decision, Rule, RoundView
-from .registry import register
+from ..errors import ConfigError
+from .base import Decision, Needs, Rule, RoundView
+from ..registry import register
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class FLTrust(Rule):
     """
 
     Params = FLTrustParams
-    needs_server_data = True
+    needs = Needs(server_data=True)
 
     def aggregate(self, view: RoundView) -> Decision:
         device, n = view.z.device, view.z.shape[0]

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .base import Decision, RoundView, Rule
-from .registry import register
+from ..registry import register
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import gram64, masked_mean
-from ..config import ConfigError
+from .columns import gram64, masked_mean
+from ..errors import ConfigError
 from .base import Decision, RoundView, Rule, TooFewUpdates
-from .registry import register
+from ..registry import register
 
 
 def squared_distances(z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """[k, k] float64 squared Euclidean distances between the rows of ``z`` selected by ``rows`` (None: all),
     diagonal exactly 0.
 
-    Gram trick ||a||² + ||b||² − 2⟨a, b⟩ in float64 (:func:`mpifl.aggregators.gram64`): in float32 the cancellation
+    Gram trick ||a||² + ||b||² − 2⟨a, b⟩ in float64 (:func:`mpifl.rules.columns.gram64`): in float32 the cancellation
     error (~1e-7 ||a||²) swamps the small distances between similar honest updates when a far (×100) row is present,
     and reorders the scores.
     """

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..rng import Purpose, generator
 from .base import PreAggregator, TooFewUpdates
 from .krum import squared_distances
-from .registry import register
+from ..registry import register
 
 
 @dataclass(frozen=True)

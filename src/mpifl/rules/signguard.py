@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators import coordinate_median
-from ..config import ConfigError
+from .columns import coordinate_median
+from ..errors import ConfigError
 from ..rng import Purpose, generator
 from .base import Decision, Rule, RoundView, weights_of
-from .registry import register
+from ..registry import register
 
 SHIFT_STEPS = 300  # mean-shift iterations per seed; flat-kernel shifts on k points settle in far fewer
 

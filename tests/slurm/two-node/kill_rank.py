@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-from mpifl.algorithms.gradient import GradientClients
+from mpifl.clients import GradientClients
 from mpifl.cli import main
 
 honest_messages = GradientClients.messages

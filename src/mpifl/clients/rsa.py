@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import torch
 
+from ..attacks import Attack
 from ..config import ExperimentConfig
 from ..data.datasets import Scaling
 from ..models import FlatModel
+from ..registry import register
 from .gradient import ClientData, GradientClients
 
 
+@register("clients", "model_copies")
 class RsaClients(GradientClients):
+    """Each client keeps its model copy; ``aggregator.params.delta`` is read from the rule's own Params object, the
+    one the server's eq. 7 uses."""
+
+    every_round = True
+
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor, batch_length: int, scaling: Scaling) -> None:
-        super().__init__(cfg, flat, clients, num_classes, theta0, batch_length, scaling)
+                 theta0: torch.Tensor, batch_length: int, scaling: Scaling, attack: Attack,
+                 rule_params: object) -> None:
+        super().__init__(cfg, flat, clients, num_classes, theta0, batch_length, scaling, attack, rule_params)
         self.models = theta0.unsqueeze(0).repeat(len(clients), 1)
 
     def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float,
@@ -29,7 +38,8 @@ class RsaClients(GradientClients):
         """
         upload = self._forge_rows(self.models.clone(), round_, byzantine).contiguous()
         grads = self.gradients(self.models, round_, byzantine) / self.cfg.clients
-        penalty = self.cfg.aggregator.delta * torch.sign(self.models - theta.unsqueeze(0))
+        penalty = self.rule_params.delta * torch.sign(  # type: ignore[attr-defined]
+            self.models - theta.unsqueeze(0))
         self.models -= lr * (grads + penalty)
         return upload
 

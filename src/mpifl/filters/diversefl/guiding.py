@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from .gradients import DenseStack, SharedModelGrads, chunks, stack_padded
-from .models import FlatModel
+from ...models.gradients import DenseStack, SharedModelGrads, chunks, stack_padded
+from ...models import FlatModel
 
 
 CHUNK_ELEMENTS = 1 << 24  # guiding-gradient entries per call (64 MB): 84 clients of the 199,210-parameter MLP
@@ -58,7 +58,7 @@ class GuidingGradients:
         rows computed from each chunk's updates and guiding gradients (after the criteria are taken from the rows as
         received): rules that reshape updates with their guiding gradients do it here, a chunk at a time, so the
         guiding matrix is still never held whole. Without ``adjust``, linear stacks never form the guiding
-        gradients at all (:meth:`mpifl.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two numbers.
+        gradients at all (:meth:`mpifl.models.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two numbers.
         """
         n = self.x.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)

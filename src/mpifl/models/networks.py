@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from .config import ConfigError
+from ..errors import ConfigError
+from ..registry import choose, register
 
 _VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 GROUP_CHANNELS = 16  # GroupNorm groups hold 16 channels each (Sec. IV-B)
@@ -54,14 +55,14 @@ def vgg11_gn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 200) -> nn.Module:
-    """The model called ``name`` in the config (``model.name``); an unknown name is an error, never a fallback."""
-    if name == "softmax":
-        return softmax_regression(input_shape, num_classes)
-    if name == "mlp":
-        return mlp(input_shape, num_classes, hidden)
-    if name == "vgg11_gn":
-        return vgg11_gn(input_shape, num_classes)
-    raise ConfigError(f"model.name={name!r} is not a model; choose softmax, mlp or vgg11_gn.")
+    """The model registered as ``name`` (``model.name``); an unknown name is an error, never a fallback.
+    ``hidden`` is the width the MLP takes; registered builders take it by keyword and may ignore it."""
+    return choose("model.name", "model", name)(input_shape, num_classes, hidden=hidden)
+
+
+register("model", "softmax")(lambda input_shape, num_classes, hidden: softmax_regression(input_shape, num_classes))
+register("model", "mlp")(lambda input_shape, num_classes, hidden: mlp(input_shape, num_classes, hidden))
+register("model", "vgg11_gn")(lambda input_shape, num_classes, hidden: vgg11_gn(input_shape, num_classes))
 
 
 def initialize(model: nn.Module, kind: str, generator: torch.Generator) -> None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import FlatModel
+from .networks import FlatModel
 
 
 class DenseStack:

@@ -62,7 +62,8 @@ def masked_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
 
 
 def coordinate_median(z: torch.Tensor) -> torch.Tensor:
-    """g(u) = median_j z_j(u); for even n the mean of the two middle values (NOTES.md; torch's median is the lower)."""
+    """g(u) = median_j z_j(u); for even n the mean of the two middle values (docs/paper-notes.md; torch's median is
+    the lower)."""
     n = z.shape[0]
     lower = torch.kthvalue(z, (n + 1) // 2, dim=0).values
     upper = torch.kthvalue(z, n // 2 + 1, dim=0).values
@@ -72,7 +73,7 @@ def coordinate_median(z: torch.Tensor) -> torch.Tensor:
 def trimmed_mean(z: torch.Tensor, beta: float) -> torch.Tensor:
     """g(u) = (1/(n − 2b)) sum of z_j(u) after dropping the b = floor(beta n) largest and smallest values [9].
 
-    NOTES.md: the printed normaliser 1/(1 − 2 beta n) is a typo for the number of values kept.
+    docs/paper-notes.md: the printed normaliser 1/(1 − 2 beta n) is a typo for the number of values kept.
     """
     n = z.shape[0]
     b = int(beta * n)

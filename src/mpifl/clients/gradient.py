@@ -1,17 +1,19 @@
-"""Clients of gradient-based rules: each uploads z_j = g_j (eq. 3), a Byzantine one a forged vector (eq. 5)."""
+"""Clients of gradient-based rules: each uploads z_j = g_j (eq. 3), a Byzantine one what its attack makes of it
+(eq. 5); Noisy Median's honest clients add Gaussian noise first."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from .. import rules
-from ..attacks import forge, poison_labels
+from ..attacks import Attack
 from ..config import ExperimentConfig
 from ..data.datasets import Scaling
-from ..gradients import batched_grads, stack_padded
+from ..models.gradients import batched_grads, stack_padded
 from ..models import FlatModel
+from ..registry import register
 from ..rng import Purpose, generator
 
 
@@ -25,15 +27,23 @@ class ClientData:
     batch_size: int
 
 
+@register("clients", "gradient")
 class GradientClients:
-    """A block of consecutive clients hosted by one rank; their gradients are computed in one batched call."""
+    """A block of consecutive clients hosted by one rank; their gradients are computed in one batched call.
+
+    ``attack`` is the run's attack (its client-side hooks act for the Byzantine clients), ``rule_params`` the rule's
+    Params object: the client side of a rule that needs its clients' help reads the same one as the server.
+    """
+
+    every_round: ClassVar[bool] = False  # True: every client must take part every round (no cross-device sampling)
 
     def __init__(self, cfg: ExperimentConfig, flat: FlatModel, clients: list[ClientData], num_classes: int,
-                 theta0: torch.Tensor, batch_length: int, scaling: Scaling) -> None:
+                 theta0: torch.Tensor, batch_length: int, scaling: Scaling, attack: Attack,
+                 rule_params: object) -> None:
         self.cfg, self.flat, self.clients, self.num_classes = cfg, flat, clients, num_classes
         self.ids = [c.client for c in clients]
         self.batch_length, self.scaling = batch_length, scaling
-        self.noisy = rules.get("rule", cfg.aggregator.name).client_noise  # Noisy Median
+        self.attack, self.rule_params = attack, rule_params
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
 
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +68,7 @@ class GradientClients:
             c = self.clients[row]
             x, y = self._batch(c, round_)
             if byzantine[c.client]:
-                y = poison_labels(y, self.cfg.attack, self.num_classes)
+                y = self.attack.poison_labels(y, self.num_classes)
             xs.append(x)
             ys.append(y)
         x, y, w = stack_padded(xs, ys, self.batch_length, self.scaling.into)
@@ -73,24 +83,19 @@ class GradientClients:
                     sampled: torch.Tensor | None = None) -> torch.Tensor:
         for row, j in enumerate(self.ids):
             if byzantine[j] and (sampled is None or sampled[j]):
-                z[row] = forge(z[row], self.cfg.attack, self.cfg.seed, round_, j)
+                z[row] = self.attack.tamper(z[row], self.cfg.seed, round_, j)
         return z
 
     def messages(self, theta: torch.Tensor, round_: int, byzantine: torch.Tensor, lr: float,
                  sampled: torch.Tensor | None = None) -> torch.Tensor:
-        """The [k, d] float32 block this rank uploads in round ``round_``; zero rows for clients outside ``sampled``.
-
-        Under Noisy Median honest clients add N(0, sigma²) noise before upload [11]; Byzantine clients send what the
-        attack makes of their noiseless update (NOTES.md).
-        """
-        z = self.gradients(theta, round_, byzantine, sampled)
-        if self.noisy:
-            sigma = self.cfg.aggregator.sigma
-            for row, j in enumerate(self.ids):
-                if not byzantine[j] and (sampled is None or sampled[j]):
-                    noise = torch.randn(z.shape[1], generator=generator(self.cfg.seed, Purpose.NOISE, round_, j))
-                    z[row] += sigma * noise.to(z.device)
+        """The [k, d] float32 block this rank uploads in round ``round_``; zero rows for clients outside ``sampled``."""
+        z = self._honest_extra(self.gradients(theta, round_, byzantine, sampled), round_, byzantine, sampled)
         return self._forge_rows(z, round_, byzantine, sampled).contiguous()
+
+    def _honest_extra(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor,
+                      sampled: torch.Tensor | None) -> torch.Tensor:
+        """What honest clients add to their gradients before upload (nothing here)."""
+        return z
 
     def checkpoint_state(self) -> torch.Tensor | None:
         """The [k, d] per-client state a checkpoint must keep (gradient clients keep none)."""
@@ -98,3 +103,18 @@ class GradientClients:
 
     def restore(self, state: torch.Tensor) -> None:
         """Set the per-client state from a checkpoint (nothing to set for gradient clients)."""
+
+
+@register("clients", "noisy")
+class NoisyClients(GradientClients):
+    """Noisy Median [11]: honest clients add N(0, sigma²) noise (``aggregator.params.sigma``) before upload;
+    Byzantine clients send what the attack makes of their noiseless update (docs/paper-notes.md)."""
+
+    def _honest_extra(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor,
+                      sampled: torch.Tensor | None) -> torch.Tensor:
+        sigma = self.rule_params.sigma  # type: ignore[attr-defined]
+        for row, j in enumerate(self.ids):
+            if not byzantine[j] and (sampled is None or sampled[j]):
+                noise = torch.randn(z.shape[1], generator=generator(self.cfg.seed, Purpose.NOISE, round_, j))
+                z[row] += sigma * noise.to(z.device)
+        return z

@@ -1,0 +1,5 @@
+"""The networks (registry kind ``model``) as flat float32 parameter vectors, and their per-client gradients."""
+
+from .networks import FlatModel, build, initialize, mlp, softmax_regression, vgg11_gn
+
+__all__ = ["FlatModel", "build", "initialize", "mlp", "softmax_regression", "vgg11_gn"]
