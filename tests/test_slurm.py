@@ -68,7 +68,7 @@ def test_train_job_equals_a_local_mpirun(cluster, real_mnist: Path, tmp_path: Pa
 
 
 def test_sweep_array_writes_one_file_per_point(cluster, tmp_path: Path):
-    base = write_config(tmp_path, small_tree(rounds=3))
+    base = write_config(tmp_path, small_tree(rounds=3, aggregator={"name": "median"}))  # no DiverseFL params
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"base": base.name, "out_dir": str(tmp_path / "grid"),
                                      "grid": [{"aggregator.name": ["diversefl", "median"], "seed": [1]},

@@ -111,7 +111,7 @@ def test_each_rank_binds_a_gpu_of_its_own_node(cluster, tmp_path: Path):
 
 
 def test_array_on_two_nodes_writes_one_file_per_point(cluster, tmp_path: Path):
-    base = write_config(tmp_path, small_tree(rounds=3))
+    base = write_config(tmp_path, small_tree(rounds=3, aggregator={"name": "median"}))  # no DiverseFL params
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"base": base.name, "out_dir": str(tmp_path / "grid"),
                                      "grid": [{"aggregator.name": ["diversefl", "median"], "seed": [1]}]}))
