@@ -97,6 +97,17 @@ def read_config_yaml(path: Path) -> str:
         raise ConfigError(f"cannot read run file {path} ({exc}).") from None
 
 
+def recorded_rounds(path: Path) -> int:
+    """How many complete rounds the run file holds; ConfigError naming the file when it cannot be read."""
+    from .config import ConfigError
+
+    try:
+        with open_for_reading(path) as f:
+            return complete_rows(f)
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ConfigError(f"cannot read run file {path} ({exc}).") from None
+
+
 def finished_round(f: h5py.File) -> int:
     """The round of the final model: the run is finished at that round (0 while it has not finished). What a finished
     run is, for `mpifl report` and `mpifl sweep` alike."""

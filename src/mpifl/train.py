@@ -32,7 +32,7 @@ from .data import datasets
 from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
 from .gradients import batched_grads, stack_padded
-from .metrics import RoundRecord, RunWriter
+from .metrics import RoundRecord, RunWriter, recorded_rounds
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
 from .rng import Purpose, generator
@@ -151,9 +151,7 @@ def _load_checkpoint(cfg: ExperimentConfig, out: Path, dim: int) -> checkpoint.C
     ckpt = checkpoint.load(checkpoint.path_for(out))
     if _comparable(ckpt.config_yaml) != _comparable(to_yaml(cfg)):
         raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} belongs to another run than {out}.")
-    if ckpt.theta.shape != (dim,):
-        raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} holds {ckpt.theta.shape[0]} parameters; the "
-                                         f"model has {dim}.")
+    checkpoint.validate(ckpt, checkpoint.path_for(out), dim, out, recorded_rounds(out))
     if ckpt.round >= cfg.rounds:
         raise ConfigError(f"the checkpoint is at round {ckpt.round} and rounds={cfg.rounds}: nothing to resume; "
                           "raise --rounds to train further.")
