@@ -22,7 +22,7 @@ from typing import Callable, TextIO, TypeVar
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, memory, participation, rules, transport as transport_mod
+from . import __version__, checkpoint, health, memory, participation, rules, transport as transport_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .attacks import CLIENT_ATTACKS
 from .attacks.adversary import Adversary, needs_server_samples
@@ -283,6 +283,7 @@ class _RoundLoop:
         self.cfg, self.tp, self.s, self.writer, self.progress, self.out = cfg, tp, s, writer, progress, out
         self.backdoor = (cfg.attack.source, cfg.attack.target) if cfg.attack.name == "backdoor" else None
         self.final = Evaluation(math.nan, math.nan, math.nan)
+        self.stall = health.StallWatch(cfg.aggregator.name, progress)
 
     def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
         cfg, tp, s = self.cfg, self.tp, self.s
@@ -328,6 +329,8 @@ class _RoundLoop:
         decision = server.decide(screened, theta, byzantine, r)
         if decision.direction is not None:
             theta = theta - lr * (decision.direction + cfg.train.weight_decay * theta)
+            health.check_finite(theta, r, self.out)
+        self.stall.observe(r, decision.direction is not None)
         clock.lap("aggregation")
         ev = Evaluation(math.nan, math.nan, math.nan)
         if r % cfg.train.eval_every == 0 or r == cfg.rounds:
