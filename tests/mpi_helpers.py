@@ -11,6 +11,8 @@ import yaml
 from mpifl.metrics import complete_rows, open_for_reading
 
 HERE = Path(__file__).resolve().parent
+#: Subprocesses import mpifl from this checkout's src/ (not whatever `pip install -e` points at) and tests/ helpers.
+PYTHONPATH = os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent)])
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1", "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
 
@@ -20,7 +22,7 @@ def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProce
     argv = ["mpirun", "--oversubscribe", "--bind-to", "none"]
     for i, part in enumerate(parts):
         argv += ([":"] if i else []) + part
-    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": PYTHONPATH}
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -20,6 +20,7 @@ from mpifl.cli import PREEMPTED_EXIT, main
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
+from .mpi_helpers import PYTHONPATH
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 150  # a run must outlast the poll that signals it at round 4-20 by a wide margin
@@ -34,7 +35,7 @@ def start_training(tmp_path: Path, rule: str, out: Path) -> subprocess.Popen:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(tree(rule)))
     return subprocess.Popen([sys.executable, "-m", "mpifl", "train", "-c", str(cfg), "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, out: Path, at_least: int) -> int:
@@ -202,7 +203,7 @@ def test_full_disk_stops_the_run_with_one_line_and_keeps_the_file(tiny_disk: Pat
     cfg.write_text(yaml.safe_dump(small_tree(rounds=2000, output={"checkpoint_every": 2})))
     out = tiny_disk / "run.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mpifl", "train", "-c", str(cfg), "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
     wait_for_checkpoint(proc, out, 4)
     with open(tiny_disk / "filler", "wb") as fh:  # another job fills the disk
         try:

@@ -13,7 +13,7 @@ from . import __version__
 from .checkpoint import CheckpointError
 from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
-from .metrics import read_config_yaml
+from .metrics import WriteError, read_config_yaml
 from .rules import RegistryError, load_plugin
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
@@ -33,7 +33,7 @@ def _errors_as_one_line() -> Iterator[None]:
             click.echo(f"mpifl: {exc}", err=True)
         sys.exit(PREEMPTED_EXIT)
     except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError, RegistryError,
-            Diverged) as exc:
+            Diverged, WriteError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
