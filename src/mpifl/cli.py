@@ -77,7 +77,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
           plugins: tuple[str, ...]) -> None:
     """Train one experiment; under mpirun rank 0 serves and ranks 1..P-1 host the clients.
 
-    Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+    Exit codes: 0 done, 1 error (one line on stderr), 75 stopped by SIGTERM/SIGUSR1/SIGINT after writing a checkpoint
     (resume with --resume).
     """
     from .train import run
@@ -170,6 +170,21 @@ def report(runs: tuple[str, ...], out_dir: str, target: float, follow: bool, int
         else:
             written = rep.report(paths, Path(out_dir), target)
     click.echo(f"{len(paths)} runs -> {', '.join(str(p) for p in written)}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("mpirun_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def mpirun(mpirun_args: tuple[str, ...]) -> None:
+    """mpirun MPIRUN_ARGS, with SIGTERM/SIGINT (a time limit, Ctrl-C) ending in a checkpoint and exit 75.
+
+    Open MPI's mpirun kills the ranks on SIGTERM/SIGINT before they can checkpoint; this passes them on as SIGUSR1,
+    which mpifl treats as a stop request. Example: mpifl mpirun -n 4 mpifl train -c fig2_mnist_softmax
+    """
+    from .launch import run_mpirun
+
+    with _errors_as_one_line():
+        code = run_mpirun(list(mpirun_args))
+    sys.exit(code)
 
 
 @main.command()

@@ -183,9 +183,10 @@ class Preempted(RuntimeError):
 
 
 class _StopSignals:
-    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) instead of dying at once."""
+    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) and SIGINT (Ctrl-C) instead of dying at
+    once."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
