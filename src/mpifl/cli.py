@@ -160,16 +160,26 @@ def fetch_command(name: str, root: str | None) -> None:
 @click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between refreshes with --follow.")
 def report(runs: tuple[str, ...], out_dir: str, target: float, follow: bool, interval: float) -> None:
-    """Figures and tables from RUNS (HDF5 files or quoted glob patterns)."""
+    """Figures and tables from RUNS (HDF5 files, folders of them, or quoted glob patterns).
+
+    Unreadable files are skipped and listed, one line each, after the report of the others; the exit code is then 1.
+    """
     from . import report as rep
 
+    unreadable: list[str] = []
     with _errors_as_one_line():
         paths = rep.expand(list(runs))
         if follow:
             written = rep.follow(paths, Path(out_dir), target, interval, click.echo)
         else:
-            written = rep.report(paths, Path(out_dir), target)
-    click.echo(f"{len(paths)} runs -> {', '.join(str(p) for p in written)}")
+            written, unreadable = rep.report_readable(paths, Path(out_dir), target)
+    if written:
+        click.echo(f"{len(paths) - len(unreadable)} runs -> {', '.join(str(p) for p in written)}")
+    for problem in unreadable:
+        click.echo(f"mpifl report: skipped {problem}", err=True)
+    if unreadable:
+        click.echo(f"Error: {len(unreadable)} of {len(paths)} files could not be read (listed above).", err=True)
+        sys.exit(1)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -108,10 +108,14 @@ def load_run(path: str | Path) -> Run:
 
 
 def expand(patterns: list[str]) -> list[Path]:
-    """Paths and glob patterns (quoted, for shells that do not expand them) → sorted unique files."""
+    """Paths, folders (their ``*.h5`` files) and glob patterns (quoted, for shells that do not expand them) → sorted
+    unique files."""
     found: list[Path] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if Path(pattern).is_dir():
+            matches = sorted(glob.glob(str(Path(glob.escape(pattern)) / "*.h5")))
+        else:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise ReportError(f"no file matches {pattern}.")
         found += [Path(m) for m in matches]
@@ -355,6 +359,19 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
 def report(paths: list[Path], out: Path, target: float = 0.9) -> list[Path]:
     """Write every figure and the summary for ``paths`` into ``out``; returns the files written."""
     return _report([load_run(p) for p in paths], out, target)
+
+
+def report_readable(paths: list[Path], out: Path, target: float = 0.9) -> tuple[list[Path], list[str]]:
+    """Like :func:`report` over the files that can be read, so one damaged or foreign file in a folder of runs does
+    not hide the others; returns the files written and one problem (naming its file) per unreadable one. Nothing
+    is written when no file can be read."""
+    runs, problems = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except ReportError as exc:
+            problems.append(str(exc))
+    return (_report(runs, out, target) if runs else []), problems
 
 
 def _report(runs: list[Run], out: Path, target: float) -> list[Path]:
