@@ -99,3 +99,46 @@ def test_fetch_fashion_mnist_from_debian_offline(runner: CliRunner, tmp_path: Pa
     ds = load("fashion_mnist", tmp_path, download=False, synthetic_sizes=(0, 0))
     assert len(ds.train_y) == 60000 and len(ds.test_y) == 10000 and ds.num_classes == 10
     assert torch.bincount(ds.train_y).tolist() == [6000] * 10
+
+
+def test_bundled_configs_by_name_from_any_folder(runner: CliRunner, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    listed = runner.invoke(main, ["configs"])
+    assert listed.exit_code == 0
+    assert {"fig2_mnist_softmax", "fig3_mnist_mlp", "sweeps/fig2"} <= set(listed.output.splitlines())
+    out = tmp_path / "named.h5"
+    result = runner.invoke(main, ["train", "-c", "fig2_mnist_softmax", "--rounds", "1", "--out", str(out), "--quiet",
+                                  "--set", "data.dataset=synthetic", "--set", "data.synthetic_train=200",
+                                  "--set", "data.synthetic_test=100", "--set", "clients=4",
+                                  "--set", "byzantine.k=1", "--set", "train.batch_size=10"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert yaml.safe_load(f.attrs["config"])["name"] == "fig2_mnist_softmax"
+    unknown = runner.invoke(main, ["train", "-c", "fig2_mnist"])
+    assert unknown.output == ("Error: no config file fig2_mnist and no bundled config of that name; `mpifl configs` "
+                              "lists them.\n")
+    sweep = runner.invoke(main, ["sweep", "sweeps/fig2", "--list"])  # its base: ../fig2_mnist_softmax.yaml
+    assert sweep.exit_code == 0 and len(sweep.output.splitlines()) == 18, sweep.output
+
+
+def test_the_wheel_carries_the_bundled_configs(tmp_path: Path):
+    """The package's configs/ is a link to the top-level configs/; a wheel must hold the files themselves."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from .conftest import REPO
+
+    source = tmp_path / "source"  # a copy: building leaves build/ and egg-info behind
+    for part in ("src", "configs"):
+        shutil.copytree(REPO / part, source / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, source / part)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path), "-q"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if built.returncode:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-200:]}")
+    names = zipfile.ZipFile(next(tmp_path.glob("mpifl-*.whl"))).namelist()
+    shipped = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+    assert sorted(n.removeprefix("mpifl/") for n in names if n.startswith("mpifl/configs/")) == shipped

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, bundled
 from .checkpoint import CheckpointError
 from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
@@ -60,7 +60,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Experiment YAML (configs/).")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Experiment YAML, or the name of a bundled config (mpifl configs lists them).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override one config value.")
 @click.option("--rounds", type=click.IntRange(min=1), help="Shorthand for --set rounds=N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Shorthand for --set seed=S.")
@@ -94,7 +95,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             path = Path(resume_path)
         else:
             extra += [f"seed={seed}"] if seed is not None else []
-            cfg = load(config_path, [*overrides, *extra])
+            cfg = load(bundled.resolve(config_path) if config_path else None, [*overrides, *extra])
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
                      progress=None if quiet else sys.stderr)
@@ -113,7 +114,8 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
 @_plugin_option
 def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, overrides: tuple[str, ...],
           data_root: str | None, quiet: bool, plugins: tuple[str, ...]) -> None:
-    """Grid of runs from SWEEP_FILE (configs/sweeps/): finished points are skipped, checkpointed ones resumed."""
+    """Grid of runs from SWEEP_FILE (a file, or a bundled sweep: sweeps/fig2): finished points are skipped,
+    checkpointed ones resumed."""
     from . import sweep as sw
 
     if [list_points, index is not None, run_all].count(True) != 1:
@@ -121,7 +123,7 @@ def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, 
     extra = (*overrides, *([f"data.root={data_root}"] if data_root else []))
     with _errors_as_one_line():
         _load_plugins(plugins)
-        points = sw.load(sweep_file, extra)
+        points = sw.load(bundled.resolve(sweep_file), extra)
         if list_points:
             for p in points:
                 click.echo(f"{p.index:4d}  {sw.status(p):9s}  {p.out}  {' '.join(p.overrides)}")
@@ -130,6 +132,13 @@ def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, 
             raise ConfigError(f"--index {index} is out of range: {sweep_file} has points 0..{len(points) - 1}.")
         for p in points if run_all else [points[index]]:  # type: ignore[index]
             click.echo(sw.run_point(p, None if quiet else sys.stderr))
+
+
+@main.command()
+def configs() -> None:
+    """The bundled configs, by the name `mpifl train -c NAME` and `mpifl sweep NAME` take."""
+    for name in bundled.names():
+        click.echo(name)
 
 
 @main.group()
