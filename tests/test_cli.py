@@ -142,3 +142,16 @@ def test_the_wheel_carries_the_bundled_configs(tmp_path: Path):
     names = zipfile.ZipFile(next(tmp_path.glob("mpifl-*.whl"))).namelist()
     shipped = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
     assert sorted(n.removeprefix("mpifl/") for n in names if n.startswith("mpifl/configs/")) == shipped
+
+
+def test_help_does_not_import_torch():
+    """`mpifl --help` must answer at once (0.3 s, not 1.8 s): torch is imported only by commands that run."""
+    import subprocess
+    import sys
+
+    from .mpi_helpers import PYTHONPATH
+
+    probe = "import sys; from mpifl.cli import main; print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"})
+    assert done.stdout == "[]\n", done.stderr

@@ -12,9 +12,9 @@ import click
 from . import __version__, bundled
 from .checkpoint import CheckpointError
 from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
-from .data.datasets import DATA_ROOT_ENV, DataError, resolve_root
+from .data.roots import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import WriteError, read_config_yaml
-from .rules import RegistryError, load_plugin
+from .errors import RegistryError
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
 
@@ -45,6 +45,8 @@ _plugin_option = click.option("--plugin", "plugins", multiple=True, type=click.P
 
 def _load_plugins(plugins: tuple[str, ...]) -> None:
     """Import the researcher's files before the config is read, so their names are valid choices."""
+    from .rules import load_plugin
+
     for path in plugins:
         load_plugin(path)
 

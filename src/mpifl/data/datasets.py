@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from . import safe_pickle
-
-DATA_ROOT_ENV = "MPIFL_DATA_ROOT"
+from .roots import DATA_ROOT_ENV, DataError, resolve_root  # noqa: F401 - re-exported: mpifl.data.datasets.DataError
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _CIFAR = {
@@ -28,10 +27,6 @@ _CIFAR = {
     "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels", 100),
 }
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be read; the message names the missing files and the fix."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +60,6 @@ class Dataset:
         mean = total.double() / count
         var = (squares.double() - total.double() * mean) / (count - 1)
         return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
-
-
-def resolve_root(root: str | os.PathLike[str] | None) -> Path:
-    """The data root: the argument, else ``$MPIFL_DATA_ROOT``, else ``./data``."""
-    return Path(root or os.environ.get(DATA_ROOT_ENV) or "data")
 
 
 def to_float(x: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
