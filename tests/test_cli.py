@@ -155,3 +155,14 @@ def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"})
     assert done.stdout == "[]\n", done.stderr
+
+
+def test_default_output_names_do_not_collide(runner: CliRunner, small_yaml: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(main, ["train", "-c", str(small_yaml), "--quiet"])
+    second = runner.invoke(main, ["train", "-c", str(small_yaml), "--quiet"])
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    name = first.output.split()[0]
+    assert name.startswith("runs/") and name.endswith("_s3.h5")
+    assert second.output.split()[0] == name.removesuffix(".h5") + "_2.h5"
+    assert (tmp_path / name).exists() and (tmp_path / second.output.split()[0]).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__, bundled
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, path_for as checkpoint_path_for
 from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.roots import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import WriteError, read_config_yaml
@@ -52,7 +53,12 @@ def _load_plugins(plugins: tuple[str, ...]) -> None:
 
 
 def _default_out(cfg: ExperimentConfig) -> Path:
-    return Path("runs") / f"{cfg.name}_{cfg.aggregator.name}_{cfg.attack.name}_s{cfg.seed}.h5"
+    """runs/<name>_<rule>_<attack>_s<seed>.h5, numbered _2, _3, … past names a run (or its checkpoint) holds: a
+    second run with the same settings gets its own file instead of a refusal after MPI start-up. Every rank picks
+    the same name: rank 0 creates the file only after all ranks have set up."""
+    stem = Path("runs") / f"{cfg.name}_{cfg.aggregator.name}_{cfg.attack.name}_s{cfg.seed}"
+    candidates = (stem.with_name(stem.name + (f"_{i}" if i > 1 else "") + ".h5") for i in itertools.count(1))
+    return next(p for p in candidates if not p.exists() and not checkpoint_path_for(p).exists())
 
 
 @click.group()
@@ -69,7 +75,7 @@ def main() -> None:
 @click.option("--seed", type=click.IntRange(min=0), help="Shorthand for --set seed=S.")
 @_data_root_option
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5).")
+              help="HDF5 metrics file (default runs/<name>_<rule>_<attack>_s<seed>.h5, then _2, _3, … if taken).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
               help="Continue RUN.h5 from the checkpoint beside it (RUN.h5.ckpt); only --rounds/--data-root may change.")
