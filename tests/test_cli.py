@@ -166,3 +166,26 @@ def test_default_output_names_do_not_collide(runner: CliRunner, small_yaml: Path
     assert name.startswith("runs/") and name.endswith("_s3.h5")
     assert second.output.split()[0] == name.removesuffix(".h5") + "_2.h5"
     assert (tmp_path / name).exists() and (tmp_path / second.output.split()[0]).exists()
+
+
+def test_train_fetches_missing_data_and_says_so(runner: CliRunner, tmp_path: Path, real_mnist: Path, monkeypatch):
+    """What `mpifl data fetch` would do (its network and offline sources stand in as a copy of the real files)."""
+    import shutil
+
+    from mpifl.data import fetch
+
+    def fetch_by_copy(name: str, root: Path) -> str:
+        shutil.copytree(real_mnist / "MNIST" / "raw", root / "MNIST" / "raw")
+        return "a test mirror"
+
+    monkeypatch.setattr(fetch, "fetch", fetch_by_copy)
+    cfg = tmp_path / "mnist.yaml"
+    cfg.write_text(yaml.safe_dump(small_tree(data={"dataset": "mnist"}, rounds=1)))
+    root = tmp_path / "data"
+    result = runner.invoke(main, ["train", "-c", str(cfg), "--data-root", str(root), "--out", str(tmp_path / "m.h5"),
+                                  "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"[mpifl] mnist was missing under {root}: fetched it (from a test mirror)."
+    again = runner.invoke(main, ["train", "-c", str(cfg), "--data-root", str(root), "--out", str(tmp_path / "n.h5"),
+                                 "--quiet"])
+    assert again.exit_code == 0 and "fetched" not in again.output

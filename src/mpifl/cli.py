@@ -61,6 +61,21 @@ def _default_out(cfg: ExperimentConfig) -> Path:
     return next(p for p in candidates if not p.exists() and not checkpoint_path_for(p).exists())
 
 
+def _fetch_missing_data(cfg: ExperimentConfig) -> None:
+    """A single-process run fetches a missing dataset the way `mpifl data fetch` does and says so in one line. Under
+    MPI every rank would fetch into the same folder at once: ranks keep loading what is there (torchvision's
+    download only), and a missing dataset is an error naming `mpifl data fetch`."""
+    from .data.fetch import ensure
+    from .transport import launched_by_mpi
+
+    if not cfg.data.download or launched_by_mpi():
+        return
+    root = resolve_root(cfg.data.root)
+    source = ensure(cfg.data.dataset, root)
+    if source is not None:
+        click.echo(f"[mpifl] {cfg.data.dataset} was missing under {root}: fetched it (from {source}).", err=True)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="mpifl")
 def main() -> None:
@@ -105,6 +120,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             extra += [f"seed={seed}"] if seed is not None else []
             cfg = load(bundled.resolve(config_path) if config_path else None, [*overrides, *extra])
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
+        _fetch_missing_data(cfg)
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
                      progress=None if quiet else sys.stderr)
     if result is not None:

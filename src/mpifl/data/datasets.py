@@ -114,6 +114,16 @@ def load(name: str, root: str | os.PathLike[str] | None, download: bool, synthet
     return _load_cifar(name, path, download)
 
 
+def missing_files(name: str, root: Path) -> list[Path]:
+    """The files of dataset ``name`` (mnist, fashion_mnist, cifar10, cifar100) not yet under ``root``."""
+    if name in _IDX_FOLDERS:
+        files = [root / _IDX_FOLDERS[name] / "raw" / f for f in MNIST_FILES]
+    else:
+        folder, train_files, test_file, _, _ = _CIFAR[name]
+        files = [root / folder / f for f in [*train_files, test_file]]
+    return [f for f in files if not f.exists()]
+
+
 def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -> DataError:
     listed = ", ".join(str(p) for p in missing)
     why = "download failed or is not possible offline" if download else "data.download is false"
@@ -125,7 +135,7 @@ def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -
 
 def _load_idx(name: str, root: Path, download: bool) -> Dataset:
     raw = root / _IDX_FOLDERS[name] / "raw"
-    missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
+    missing = missing_files(name, root)
     if missing and download:
         from torchvision import datasets
 
@@ -134,7 +144,7 @@ def _load_idx(name: str, root: Path, download: bool) -> Dataset:
             cls(str(root), train=True, download=True)
         except Exception:  # noqa: BLE001 - any network failure means "not available", reported below
             pass
-        missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
+        missing = missing_files(name, root)
     if missing:
         raise _missing_error(name, root, missing, download)
     train_x, train_y, test_x, test_y = (read_idx(raw / f) for f in MNIST_FILES)
