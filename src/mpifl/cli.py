@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bundled
+from . import __version__, bundled, threads
 from .checkpoint import CheckpointError, path_for as checkpoint_path_for
 from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_yaml
 from .data.roots import DATA_ROOT_ENV, DataError, resolve_root
@@ -121,6 +121,7 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             cfg = load(bundled.resolve(config_path) if config_path else None, [*overrides, *extra])
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
         _fetch_missing_data(cfg)
+        threads.configure()
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,
                      progress=None if quiet else sys.stderr)
     if result is not None:
@@ -147,6 +148,7 @@ def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, 
     extra = (*overrides, *([f"data.root={data_root}"] if data_root else []))
     with _errors_as_one_line():
         _load_plugins(plugins)
+        threads.configure()
         points = sw.load(bundled.resolve(sweep_file), extra)
         if list_points:
             for p in points:
