@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import __version__, checkpoint, health, memory, participation, rules, transport as transport_mod
+from . import progress as progress_mod
 from .algorithms import ClientData, GradientClients, make_clients
 from .attacks import CLIENT_ATTACKS
 from .attacks.adversary import Adversary, needs_server_samples
@@ -285,6 +286,7 @@ class _RoundLoop:
         self.backdoor = (cfg.attack.source, cfg.attack.target) if cfg.attack.name == "backdoor" else None
         self.final = Evaluation(math.nan, math.nan, math.nan)
         self.stall = health.StallWatch(cfg.aggregator.name, progress)
+        self.accuracy = progress_mod.LastAccuracy()
 
     def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
         cfg, tp, s = self.cfg, self.tp, self.s
@@ -352,11 +354,12 @@ class _RoundLoop:
         return theta, record
 
     def _report_progress(self, record: RoundRecord, rate: float) -> None:
+        self.accuracy.observe(record)
         r = record.round
         if self.progress is None or not (r % self.cfg.output.progress_every == 0 or r == self.cfg.rounds):
             return
         flagged = int((~record.accepted & record.sampled).sum())
-        print(f"[mpifl] round {r}/{self.cfg.rounds}  acc {self.final.accuracy:.4f}  flagged {flagged}/"
+        print(f"[mpifl] round {r}/{self.cfg.rounds}  {self.accuracy.describe(r)}  flagged {flagged}/"
               f"{int(record.sampled.sum())}  byzantine {int((record.byzantine & record.sampled).sum())}  "
               f"{rate:.2f} rounds/s",
               file=self.progress, flush=True)
