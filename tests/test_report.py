@@ -192,3 +192,17 @@ def test_cli_report_on_a_folder_reports_readable_runs_and_lists_every_unreadable
     assert lines[0].startswith(f"mpifl report: skipped {folder / 'aaa_text.h5'}: not a readable HDF5 file (")
     assert lines[1].startswith(f"mpifl report: skipped {folder / 'zzz_cut.h5'}: ")
     assert lines[2] == "Error: 2 of 5 files could not be read (listed above)."
+
+
+def test_detection_figure_labels_its_axes(runs: list[Path], tmp_path: Path, monkeypatch):
+    from mpifl import report as rep
+
+    figures, real_save = [], rep._save
+
+    def save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+        figures.append([(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.axison])
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(rep, "_save", save)
+    rep.plot_detection(load_run(runs[0]), tmp_path)
+    assert figures == [[("round", "C1 × C2"), ("round", ""), ("round", ""), ("round", "")]]  # 4 clients, one row

@@ -351,6 +351,9 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
         ax.set_yscale("symlog", linthresh=2.0, linscale=2.0)
         ax.set_title(f"client {j}", fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.set_xlabel("round", fontsize=7)
+        if j % cols == 0:  # the y axis is shared along a row
+            ax.set_ylabel("C1 × C2", fontsize=7)
     axes.flat[0].legend(fontsize=6, markerscale=3)
     fig.suptitle(f"C1 x C2 — {RULE_NAMES.get(run.rule, run.rule)}, {run.attack}", fontsize=9)
     return _save(plt, fig, out / f"detection_{run.path.stem}.png")
