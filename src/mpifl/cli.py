@@ -23,7 +23,7 @@ PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SL
 @contextlib.contextmanager
 def _errors_as_one_line() -> Iterator[None]:
     """User-facing failures become one line and exit code 1; a stop signal becomes exit code 75."""
-    from .health import Diverged
+    from .health import Halted
     from .report import ReportError
     from .train import OutputError, Preempted, SetupError
 
@@ -33,8 +33,12 @@ def _errors_as_one_line() -> Iterator[None]:
         if exc.rank == 0:
             click.echo(f"mpifl: {exc}", err=True)
         sys.exit(PREEMPTED_EXIT)
+    except Halted as exc:
+        if exc.rank == 0:
+            raise click.ClickException(str(exc)) from None
+        sys.exit(1)
     except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError, RegistryError,
-            Diverged, WriteError) as exc:
+            WriteError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

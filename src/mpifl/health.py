@@ -19,8 +19,23 @@ from . import checkpoint
 STALL_ROUNDS = 10
 
 
+#: What every rank learns after each round (the highest any rank says): go on, stop on a signal (checkpoint, exit
+#: 75), or halt on rank 0's error.
+GO, STOP, HALT = 0, 1, 2
+
+
 class Diverged(RuntimeError):
     """θ turned non-finite; the run stopped before recording that round."""
+
+
+class Halted(RuntimeError):
+    """Rank 0 stopped the run for a reason it states (a non-finite θ, an unwritable run file). Every rank raises this
+    in the same round after agreeing to, so none is left waiting in a collective and the job is not aborted; the
+    message is rank 0's (empty elsewhere), said once."""
+
+    def __init__(self, message: str, rank: int) -> None:
+        super().__init__(message)
+        self.rank = rank
 
 
 def check_finite(theta: torch.Tensor, round_: int, out: Path) -> None:

@@ -243,9 +243,10 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
         loop = _RoundLoop(cfg, tp, s, writer, progress, out)
         with _StopSignals() as stop:
             theta = loop.run(start, stop)
-    except Preempted:
+    except (Preempted, health.Halted):
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(OSError):  # after a failed write, closing may fail too: the first error stands
+                writer.close()
         raise
     except BaseException as exc:
         if writer is not None:
@@ -303,11 +304,19 @@ class _RoundLoop:
             z = tp.gather(block)
             stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
             clock.lap("gather")
+            halt: Exception | None = None
             if z is not None and stats is not None:
                 clock.times["client_compute"] = float(stats[:, 0].max())
-                theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
-                self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
-            stopping = tp.any(stop.requested)
+                try:
+                    theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
+                except (health.Diverged, OutputError) as exc:
+                    halt = exc
+                else:
+                    self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
+            verdict = tp.highest(health.HALT if halt is not None else health.STOP if stop.requested else health.GO)
+            if verdict == health.HALT:
+                raise health.Halted(str(halt or ""), tp.rank)
+            stopping = verdict == health.STOP
             # every rank stops now, also one whose own copy of the signal is still on its way: mark it here, so
             # that copy is ignored when it lands instead of killing the rank before it exits 75
             if stopping:
