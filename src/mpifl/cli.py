@@ -212,6 +212,8 @@ def report(runs: tuple[str, ...], out_dir: str, target: float, follow: bool, int
             written = rep.follow(paths, Path(out_dir), target, interval, click.echo)
         else:
             written, unreadable = rep.report_readable(paths, Path(out_dir), target)
+            if len(paths) == 1 and unreadable:  # one file: its problem is the whole story, in one line
+                raise rep.ReportError(unreadable[0])
     if written:
         click.echo(f"{len(paths) - len(unreadable)} runs -> {', '.join(str(p) for p in written)}")
     for problem in unreadable:
