@@ -189,3 +189,21 @@ def test_train_fetches_missing_data_and_says_so(runner: CliRunner, tmp_path: Pat
     again = runner.invoke(main, ["train", "-c", str(cfg), "--data-root", str(root), "--out", str(tmp_path / "n.h5"),
                                  "--quiet"])
     assert again.exit_code == 0 and "fetched" not in again.output
+
+
+@pytest.mark.parametrize(("rank", "said"), [("0", True), ("2", False)])
+def test_existing_output_is_refused_before_set_up_and_said_once(runner: CliRunner, small_yaml: Path, tmp_path: Path,
+                                                                 monkeypatch, rank: str, said: bool):
+    import mpifl.train
+
+    def no_run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("set-up (and MPI start-up) began")
+
+    monkeypatch.setattr(mpifl.train, "run", no_run)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", rank)
+    out = tmp_path / "out.h5"
+    out.write_text("precious")
+    result = runner.invoke(main, ["train", "-c", str(small_yaml), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: output {out} already exists; pass --overwrite or choose another --out.\n"
+                             if said else "")

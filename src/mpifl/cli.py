@@ -16,8 +16,13 @@ from .config import ConfigError, ExperimentConfig, from_tree, load, tree_from_ya
 from .data.roots import DATA_ROOT_ENV, DataError, resolve_root
 from .metrics import WriteError, read_config_yaml
 from .errors import RegistryError
+from .launch import launcher_rank
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; the SLURM template requeues on it
+
+
+class OutputExists(ConfigError):
+    """The output file is there and --overwrite was not given: refused before MPI starts up."""
 
 
 @contextlib.contextmanager
@@ -37,6 +42,10 @@ def _errors_as_one_line() -> Iterator[None]:
         if exc.rank == 0:
             raise click.ClickException(str(exc)) from None
         sys.exit(1)
+    except OutputExists as exc:
+        if launcher_rank() != 0:  # every rank of the job sees the same file: rank 0 says it, once
+            sys.exit(1)
+        raise click.ClickException(str(exc)) from None
     except (ConfigError, DataError, CheckpointError, ReportError, SetupError, OutputError, RegistryError,
             WriteError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -124,6 +133,8 @@ def train(config_path: str | None, overrides: tuple[str, ...], rounds: int | Non
             extra += [f"seed={seed}"] if seed is not None else []
             cfg = load(bundled.resolve(config_path) if config_path else None, [*overrides, *extra])
             path = Path(out) if out else Path(cfg.output.path) if cfg.output.path else _default_out(cfg)
+            if path.exists() and not overwrite:  # before MPI starts up, not after
+                raise OutputExists(f"output {path} already exists; pass --overwrite or choose another --out.")
         _fetch_missing_data(cfg)
         threads.configure()
         result = run(cfg, path, overwrite=overwrite, resume=resume_path is not None,

