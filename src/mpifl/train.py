@@ -315,7 +315,7 @@ class _RoundLoop:
                     self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
             verdict = tp.highest(health.HALT if halt is not None else health.STOP if stop.requested else health.GO)
             if verdict == health.HALT:
-                raise health.Halted(str(halt or ""), tp.rank)
+                raise health.Halted(str(halt) if halt is not None else "", tp.rank)
             stopping = verdict == health.STOP
             # every rank stops now, also one whose own copy of the signal is still on its way: mark it here, so
             # that copy is ignored when it lands instead of killing the rank before it exits 75
