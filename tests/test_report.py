@@ -173,3 +173,36 @@ def test_follow_reads_a_file_while_it_is_written(tmp_path: Path):
     assert len(refreshes) >= 2 and refreshes[-1].endswith("live.h5: round 60")
     assert any(not line.endswith("round 60") for line in refreshes)  # it saw the run before it finished
     assert read_summary(tmp_path / "rep")["live.h5"]["rounds"] == "60"
+
+
+def test_cli_report_on_a_folder_reports_readable_runs_and_lists_every_unreadable_one(runs: list[Path],
+                                                                                      tmp_path: Path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for path in runs:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "aaa_text.h5").write_text("hello")
+    (folder / "zzz_cut.h5").write_bytes(runs[0].read_bytes()[:500])
+    result = CliRunner().invoke(main, ["report", str(folder), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("3 runs -> ")
+    assert (tmp_path / "rep" / "summary.md").read_text().startswith("# mpifl report (3 runs)")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith(f"mpifl report: skipped {folder / 'aaa_text.h5'}: not a readable HDF5 file (")
+    assert lines[1].startswith(f"mpifl report: skipped {folder / 'zzz_cut.h5'}: ")
+    assert lines[2] == "Error: 2 of 5 files could not be read (listed above)."
+
+
+def test_detection_figure_labels_its_axes(runs: list[Path], tmp_path: Path, monkeypatch):
+    from mpifl import report as rep
+
+    figures, real_save = [], rep._save
+
+    def save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+        figures.append([(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.axison])
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(rep, "_save", save)
+    rep.plot_detection(load_run(runs[0]), tmp_path)
+    assert figures == [[("round", "C1 × C2"), ("round", ""), ("round", ""), ("round", "")]]  # 4 clients, one row

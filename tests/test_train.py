@@ -147,3 +147,17 @@ def test_progress_line(tmp_path: Path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("[mpifl] round 6/6  acc ")
     assert "flagged" in lines[1] and "rounds/s" in lines[1]
+
+
+def test_progress_between_evaluations_shows_the_last_accuracy_and_its_round(tmp_path: Path, capsys):
+    import sys
+
+    run(small_config(rounds=7, train={"eval_every": 2}, output={"progress_every": 3}), tmp_path / "run.h5",
+        progress=sys.stderr)
+    lines = capsys.readouterr().err.strip().splitlines()
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        acc = f["test_accuracy"][:]
+    assert lines[0].startswith(f"[mpifl] round 3/7  acc {acc[1]:.4f} (round 2)  flagged ")
+    assert lines[1].startswith(f"[mpifl] round 6/7  acc {acc[5]:.4f}  flagged ")
+    assert lines[2].startswith(f"[mpifl] round 7/7  acc {acc[6]:.4f}  flagged ")
+    assert "nan" not in "".join(lines)

@@ -61,6 +61,25 @@ def save(path: Path, ckpt: Checkpoint) -> None:
         os.close(folder)
 
 
+def validate(ckpt: Checkpoint, path: Path, dim: int, run: Path, recorded: int) -> None:
+    """Refuse a checkpoint that cannot continue ``run`` (which holds ``recorded`` rounds) before anything is written:
+    a resume keeps the run file's first ``ckpt.round`` rounds and drops the rest, so a round outside 1..recorded
+    would cut or recreate the file, and a θ of another type, size or with NaN/inf would train a different model."""
+    if not 1 <= ckpt.round <= recorded:
+        raise CheckpointError(f"{path} is at round {ckpt.round}, but {run} holds rounds 1..{recorded}: the two files "
+                              "do not belong together; neither was changed.")
+    arrays = {"theta": (ckpt.theta, (dim,))}
+    if ckpt.client_models is not None:
+        arrays["client_models"] = (ckpt.client_models, (ckpt.client_models.shape[0], dim))
+    for name, (values, shape) in arrays.items():
+        if values.dtype != np.float32 or values.shape != shape:
+            raise CheckpointError(f"{path} holds {name} of {values.dtype} {list(values.shape)}; the model needs "
+                                  f"float32 {list(shape)}.")
+        if not np.isfinite(values).all():
+            raise CheckpointError(f"{path} holds non-finite values (NaN/inf) in {name}: the run cannot continue "
+                                  "from it.")
+
+
 def load(path: Path) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"no checkpoint {path}: the run cannot be resumed (was output.checkpoint_every 0, or did "

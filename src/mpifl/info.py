@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from . import __version__, transport
+from . import __version__, threads, transport
 from .placement import choose_device, gpu_binding
 
 
@@ -31,5 +31,6 @@ def describe() -> str:
         *mpi,
         f"rank {rank}/{size} local_rank {local} host {platform.node()} device {device} gpu binding "
         f"{gpu_binding(local)}; torch sees {torch.cuda.device_count()} CUDA devices",
+        threads.configure(),
     ]
     return "\n".join(lines)

@@ -37,6 +37,17 @@ _PER_CLIENT = {"byzantine": np.bool_, "sampled": np.bool_, "accepted": np.bool_,
                "update_norm": np.float32, "guiding_norm": np.float32}
 
 
+class WriteError(OSError):
+    """Writing the run file failed. h5py reports a failed write or flush (a full disk) as OSError or as RuntimeError;
+    the writer turns both into this one type, so callers catch a single OSError and never let a traceback through."""
+
+
+def _reraise_as_write_error(exc: BaseException, message: str) -> None:
+    """Raise :class:`WriteError` with ``message`` for h5py's failure ``exc``; anything else passes through."""
+    if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, WriteError):
+        raise WriteError(message) from None
+
+
 @dataclass
 class RoundRecord:
     round: int
@@ -97,6 +108,17 @@ def read_config_yaml(path: Path) -> str:
         raise ConfigError(f"cannot read run file {path} ({exc}).") from None
 
 
+def recorded_rounds(path: Path) -> int:
+    """How many complete rounds the run file holds; ConfigError naming the file when it cannot be read."""
+    from .config import ConfigError
+
+    try:
+        with open_for_reading(path) as f:
+            return complete_rows(f)
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ConfigError(f"cannot read run file {path} ({exc}).") from None
+
+
 def finished_round(f: h5py.File) -> int:
     """The round of the final model: the run is finished at that round (0 while it has not finished). What a finished
     run is, for `mpifl report` and `mpifl sweep` alike."""
@@ -113,19 +135,25 @@ def complete_rows(f: h5py.File) -> int:
     return min(f[n].shape[0] for n in _per_round_names())
 
 
+#: Every dataset carries a Fletcher-32 checksum per chunk: a damaged file (a bad disk, a torn copy) fails to read with
+#: a checksum error instead of handing wrong numbers to a report or a resume.
+_CHECKSUM = {"fletcher32": True}
+
+
 def _create_layout(f: h5py.File, n_clients: int, ranks: int, dim: int) -> None:
     for name, dtype in _SCALARS.items():
-        f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+        f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,), **_CHECKSUM)
     for name, dtype in _PER_CLIENT.items():
         f.create_dataset(f"clients/{name}", shape=(0, n_clients), maxshape=(None, n_clients), dtype=dtype,
-                         chunks=(max(1, 4096 // n_clients), n_clients))
+                         chunks=(max(1, 4096 // n_clients), n_clients), **_CHECKSUM)
     for phase in PHASES:
-        f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+        f.create_dataset(f"time/{phase}", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,),
+                         **_CHECKSUM)
     for name in _PER_RANK:
         f.create_dataset(f"ranks/{name}", shape=(0, ranks), maxshape=(None, None), dtype=np.float64,
-                         chunks=(max(1, 4096 // ranks), ranks))
-    f.create_dataset("model/theta", shape=(dim,), dtype=np.float32)
-    f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64))
+                         chunks=(max(1, 4096 // ranks), ranks), **_CHECKSUM)
+    f.create_dataset("model/theta", shape=(dim,), dtype=np.float32, **_CHECKSUM)
+    f.create_dataset("model/round", data=np.zeros(1, dtype=np.int64), **_CHECKSUM)
 
 
 def _widened(values: np.ndarray, columns: int) -> np.ndarray:
@@ -156,6 +184,20 @@ class _Rows:
         self.id.write(h5py.h5s.create_simple((1,) + shape[1:]), file_space, row)
 
 
+def _kept_rows(path: Path, rows: int) -> tuple[dict, dict[str, np.ndarray], int]:
+    """The attributes, the first ``rows`` rows of every per-round dataset and the model size of ``path``; a damaged
+    file (a checksum that does not match) is a ValueError naming it, before anything is written."""
+    try:
+        with open_for_reading(path) as old:
+            have = complete_rows(old)
+            if have < rows:
+                raise ValueError(f"{path} holds {have} rounds but its checkpoint is at round {rows}; "
+                                 "the two files do not belong together.")
+            return dict(old.attrs), {n: old[n][:rows] for n in _per_round_names()}, old["model/theta"].shape[0]
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ValueError(f"cannot read run file {path}: damaged ({exc}); it was not changed.") from None
+
+
 class RunWriter:
     """Appends rounds to a run file; :meth:`create` starts one, :meth:`resume` continues one after a checkpoint."""
 
@@ -181,14 +223,7 @@ class RunWriter:
         The kept rows are copied into a new file that then replaces the old one, so later rounds of the killed run
         are dropped, never duplicated, and a crash during the copy leaves the old file intact.
         """
-        with open_for_reading(path) as old:
-            have = complete_rows(old)
-            if have < rows:
-                raise ValueError(f"{path} holds {have} rounds but its checkpoint is at round {rows}; "
-                                 "the two files do not belong together.")
-            attrs = dict(old.attrs)
-            data = {n: old[n][:rows] for n in _per_round_names()}
-            dim = old["model/theta"].shape[0]
+        attrs, data, dim = _kept_rows(path, rows)
         tmp = path.with_name(path.name + ".resume")
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs.update(attrs)
@@ -203,6 +238,14 @@ class RunWriter:
         return cls(h5py.File(path, "a", libver="latest"), rows)
 
     def append(self, rec: RoundRecord) -> None:
+        """Write and flush one round; :class:`WriteError` (the reason only: the caller names round and file)."""
+        try:
+            self._append(rec)
+        except (OSError, RuntimeError) as exc:
+            _reraise_as_write_error(exc, str(exc))
+            raise
+
+    def _append(self, rec: RoundRecord) -> None:
         f, i, data = self.file, self.rows, self.datasets
         scalars = {"round": rec.round, "lr": rec.lr, "applied": rec.applied, "n_accepted": int(rec.accepted.sum()),
                    "test_accuracy": rec.test_accuracy, "test_loss": rec.test_loss,
@@ -222,10 +265,22 @@ class RunWriter:
 
     def write_model(self, theta: np.ndarray, round_: int) -> None:
         """The final flat parameters, so analyses (and the MPI equality tests) need no checkpoint."""
-        self.file["model/theta"][:] = theta
-        self.file["model/round"][0] = round_
-        self.file.flush()
+        try:
+            self.file["model/theta"][:] = theta
+            self.file["model/round"][0] = round_
+            self.file.flush()
+        except (OSError, RuntimeError) as exc:
+            _reraise_as_write_error(exc, f"cannot write the final model to {self.file.filename} ({exc}); its rounds "
+                                         "are in the file.")
+            raise
 
     def close(self) -> None:
-        if self.file.id.valid:
+        """Close the file; a failed final flush is a :class:`WriteError` naming it."""
+        if not self.file.id.valid:
+            return
+        name = self.file.filename
+        try:
             self.file.close()
+        except (OSError, RuntimeError) as exc:
+            _reraise_as_write_error(exc, f"cannot close {name} ({exc}); the rounds flushed before are readable.")
+            raise

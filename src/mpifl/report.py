@@ -115,10 +115,14 @@ def load_run(path: str | Path) -> Run:
 
 
 def expand(patterns: list[str]) -> list[Path]:
-    """Paths and glob patterns (quoted, for shells that do not expand them) → sorted unique files."""
+    """Paths, folders (their ``*.h5`` files) and glob patterns (quoted, for shells that do not expand them) → sorted
+    unique files."""
     found: list[Path] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if Path(pattern).is_dir():
+            matches = sorted(glob.glob(str(Path(glob.escape(pattern)) / "*.h5")))
+        else:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise ReportError(f"no file matches {pattern}.")
         found += [Path(m) for m in matches]
@@ -354,6 +358,9 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
         ax.set_yscale("symlog", linthresh=2.0, linscale=2.0)
         ax.set_title(f"client {j}", fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.set_xlabel("round", fontsize=7)
+        if j % cols == 0:  # the y axis is shared along a row
+            ax.set_ylabel("C1 × C2", fontsize=7)
     axes.flat[0].legend(fontsize=6, markerscale=3)
     fig.suptitle(f"C1 x C2 — {RULE_NAMES.get(run.rule, run.rule)}, {run.attack}", fontsize=9)
     return _save(plt, fig, out / f"detection_{run.path.stem}.png")
@@ -362,6 +369,19 @@ def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
 def report(paths: list[Path], out: Path, target: float = 0.9) -> list[Path]:
     """Write every figure and the summary for ``paths`` into ``out``; returns the files written."""
     return _report([load_run(p) for p in paths], out, target)
+
+
+def report_readable(paths: list[Path], out: Path, target: float = 0.9) -> tuple[list[Path], list[str]]:
+    """Like :func:`report` over the files that can be read, so one damaged or foreign file in a folder of runs does
+    not hide the others; returns the files written and one problem (naming its file) per unreadable one. Nothing
+    is written when no file can be read."""
+    runs, problems = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except ReportError as exc:
+            problems.append(str(exc))
+    return (_report(runs, out, target) if runs else []), problems
 
 
 def _report(runs: list[Run], out: Path, target: float) -> list[Path]:

@@ -22,7 +22,8 @@ from typing import Callable, TextIO, TypeVar
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, memory, participation, transport as transport_mod
+from . import __version__, checkpoint, health, memory, participation, transport as transport_mod
+from . import progress as progress_mod
 from .attacks.adversary import Adversary
 from .build import Pipeline, resolve as resolve_names
 from .byzantine import ByzantineSchedule
@@ -34,8 +35,8 @@ from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
 from .filters import FilterSetup
 from .filters.diversefl import DiverseFLFilter, GuidingGradients, Params as DiverseFLParams, guiding_samples
+from .metrics import RoundRecord, RunWriter, recorded_rounds
 from .models.gradients import batched_grads, stack_padded
-from .metrics import RoundRecord, RunWriter
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
 from .rng import Purpose, generator
@@ -170,9 +171,7 @@ def _load_checkpoint(cfg: ExperimentConfig, out: Path, dim: int) -> checkpoint.C
     ckpt = checkpoint.load(checkpoint.path_for(out))
     if _comparable(ckpt.config_yaml) != _comparable(to_yaml(cfg)):
         raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} belongs to another run than {out}.")
-    if ckpt.theta.shape != (dim,):
-        raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} holds {ckpt.theta.shape[0]} parameters; the "
-                                         f"model has {dim}.")
+    checkpoint.validate(ckpt, checkpoint.path_for(out), dim, out, recorded_rounds(out))
     if ckpt.round >= cfg.rounds:
         raise ConfigError(f"the checkpoint is at round {ckpt.round} and rounds={cfg.rounds}: nothing to resume; "
                           "raise --rounds to train further.")
@@ -204,9 +203,10 @@ class Preempted(RuntimeError):
 
 
 class _StopSignals:
-    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) instead of dying at once."""
+    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) and SIGINT (Ctrl-C) instead of dying at
+    once."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
@@ -262,9 +262,10 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
         loop = _RoundLoop(cfg, tp, s, writer, progress, out)
         with _StopSignals() as stop:
             theta = loop.run(start, stop)
-    except Preempted:
+    except (Preempted, health.Halted):
         if writer is not None:
-            writer.close()
+            with contextlib.suppress(OSError):  # after a failed write, closing may fail too: the first error stands
+                writer.close()
         raise
     except BaseException as exc:
         if writer is not None:
@@ -304,6 +305,8 @@ class _RoundLoop:
         self.cfg, self.tp, self.s, self.writer, self.progress, self.out = cfg, tp, s, writer, progress, out
         self.backdoor = s.clients.attack.backdoor_task
         self.final = Evaluation(math.nan, math.nan, math.nan)
+        self.stall = health.StallWatch(cfg.aggregator.name, progress)
+        self.accuracy = progress_mod.LastAccuracy()
 
     def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
         cfg, tp, s = self.cfg, self.tp, self.s
@@ -320,11 +323,19 @@ class _RoundLoop:
             z = tp.gather(block)
             stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
             clock.lap("gather")
+            halt: Exception | None = None
             if z is not None and stats is not None:
                 clock.times["client_compute"] = float(stats[:, 0].max())
-                theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
-                self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
-            stopping = tp.any(stop.requested)
+                try:
+                    theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
+                except (health.Diverged, OutputError) as exc:
+                    halt = exc
+                else:
+                    self._report_progress(record, (r - start + 1) / (time.perf_counter() - started))
+            verdict = tp.highest(health.HALT if halt is not None else health.STOP if stop.requested else health.GO)
+            if verdict == health.HALT:
+                raise health.Halted(str(halt) if halt is not None else "", tp.rank)
+            stopping = verdict == health.STOP
             # every rank stops now, also one whose own copy of the signal is still on its way: mark it here, so
             # that copy is ignored when it lands instead of killing the rank before it exits 75
             if stopping:
@@ -349,6 +360,8 @@ class _RoundLoop:
         decision = server.decide(screened, theta, byzantine, r)
         if decision.direction is not None:
             theta = theta - lr * (decision.direction + cfg.train.weight_decay * theta)
+            health.check_finite(theta, r, self.out)
+        self.stall.observe(r, decision.direction is not None)
         clock.lap("aggregation")
         ev = Evaluation(math.nan, math.nan, math.nan)
         if r % cfg.train.eval_every == 0 or r == cfg.rounds:
@@ -369,11 +382,12 @@ class _RoundLoop:
         return theta, record
 
     def _report_progress(self, record: RoundRecord, rate: float) -> None:
+        self.accuracy.observe(record)
         r = record.round
         if self.progress is None or not (r % self.cfg.output.progress_every == 0 or r == self.cfg.rounds):
             return
         flagged = int((~record.accepted & record.sampled).sum())
-        print(f"[mpifl] round {r}/{self.cfg.rounds}  acc {self.final.accuracy:.4f}  flagged {flagged}/"
+        print(f"[mpifl] round {r}/{self.cfg.rounds}  {self.accuracy.describe(r)}  flagged {flagged}/"
               f"{int(record.sampled.sum())}  byzantine {int((record.byzantine & record.sampled).sum())}  "
               f"{rate:.2f} rounds/s",
               file=self.progress, flush=True)

@@ -43,8 +43,8 @@ class LocalTransport:
     def share_int(self, value: int) -> int:
         return value
 
-    def any(self, flag: bool) -> bool:
-        return flag
+    def highest(self, value: int) -> int:
+        return value
 
     def agree(self, error: str | None) -> str | None:
         return error
@@ -151,12 +151,12 @@ class MpiTransport:
         self.comm.Bcast([buf, self.MPI.INT64_T], root=0)
         return int(buf[0])
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any (a signal may reach only some ranks)."""
-        send = np.array([int(flag)], dtype=np.int32)
+    def highest(self, value: int) -> int:
+        """The largest ``value`` of any rank, on every rank (a signal may reach only some ranks, an error only one)."""
+        send = np.array([value], dtype=np.int32)
         recv = np.zeros(1, dtype=np.int32)
         self.comm.Allreduce([send, self.MPI.INT], [recv, self.MPI.INT], op=self.MPI.MAX)
-        return bool(recv[0])
+        return int(recv[0])
 
     def agree(self, error: str | None) -> str | None:
         """Collectively decide whether set-up failed anywhere; every rank gets the first rank's message.

@@ -20,8 +20,7 @@ import torch
 
 from ..registry import choose, register
 from . import safe_pickle
-
-DATA_ROOT_ENV = "MPIFL_DATA_ROOT"
+from .roots import DATA_ROOT_ENV, DataError, resolve_root  # noqa: F401 - re-exported: mpifl.data.datasets.DataError
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _CIFAR = {
@@ -29,10 +28,6 @@ _CIFAR = {
     "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels", 100),
 }
 _IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be read; the message names the missing files and the fix."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +61,6 @@ class Dataset:
         mean = total.double() / count
         var = (squares.double() - total.double() * mean) / (count - 1)
         return (mean / 255.0).float(), (var.sqrt() / 255.0).float()
-
-
-def resolve_root(root: str | os.PathLike[str] | None) -> Path:
-    """The data root: the argument, else ``$MPIFL_DATA_ROOT``, else ``./data``."""
-    return Path(root or os.environ.get(DATA_ROOT_ENV) or "data")
 
 
 def to_float(x: torch.Tensor, scale: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -121,6 +111,16 @@ def load(name: str, root: str | os.PathLike[str] | None, download: bool, synthet
     return choose("data.dataset", "dataset", name)(name, root, download, synthetic_sizes)
 
 
+def missing_files(name: str, root: Path) -> list[Path]:
+    """The files of dataset ``name`` (mnist, fashion_mnist, cifar10, cifar100) not yet under ``root``."""
+    if name in _IDX_FOLDERS:
+        files = [root / _IDX_FOLDERS[name] / "raw" / f for f in MNIST_FILES]
+    else:
+        folder, train_files, test_file, _, _ = _CIFAR[name]
+        files = [root / folder / f for f in [*train_files, test_file]]
+    return [f for f in files if not f.exists()]
+
+
 def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -> DataError:
     listed = ", ".join(str(p) for p in missing)
     why = "download failed or is not possible offline" if download else "data.download is false"
@@ -135,7 +135,7 @@ def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -
 def _load_idx(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
     root = resolve_root(root)
     raw = root / _IDX_FOLDERS[name] / "raw"
-    missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
+    missing = missing_files(name, root)
     if missing and download:
         from torchvision import datasets
 
@@ -144,7 +144,7 @@ def _load_idx(name: str, root: str | os.PathLike[str] | None, download: bool, sy
             cls(str(root), train=True, download=True)
         except Exception:  # noqa: BLE001 - any network failure means "not available", reported below
             pass
-        missing = [raw / f for f in MNIST_FILES if not (raw / f).exists()]
+        missing = missing_files(name, root)
     if missing:
         raise _missing_error(name, root, missing, download)
     train_x, train_y, test_x, test_y = (read_idx(raw / f) for f in MNIST_FILES)

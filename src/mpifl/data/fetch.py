@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import safe_pickle
-from .datasets import MNIST_FILES, DataError, load
+from .datasets import MNIST_FILES, DataError, load, missing_files
 
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -150,6 +150,14 @@ def _fashion_from_debian(root: Path) -> None:
     for name, src in sources.items():
         with gzip.open(src, "rb") as fin, open(raw / name, "wb") as fout:
             shutil.copyfileobj(fin, fout)
+
+
+def ensure(name: str, root: Path) -> str | None:
+    """Fetch ``name`` into ``root`` as `mpifl data fetch` does (every source, offline fallbacks included) when files
+    are missing; returns the source then, None when the data was already there or ``name`` is not fetchable."""
+    if name not in FETCHABLE or not missing_files(name, root):
+        return None
+    return fetch(name, root)
 
 
 def fetch(name: str, root: Path) -> str:
