@@ -54,6 +54,17 @@ def test_overrides_are_parsed_to_the_field_type():
     (["attack.name=backdoor", "attack.params.source=9"], "attack.params.source and attack.params.target must differ"),
     (["attack.name=sleeper"], "attack.name=sleeper needs byzantine.model=fixed"),
     (["aggregator.name=rsa", "train.clients_per_round=5"], "train.clients_per_round needs clients that may skip"),
+    (["aggregator.name=krum", "aggregator.params.f=25"], "krum with aggregator.params.f=25 needs more than 2f + 2 = 52 "
+     "usable updates a round, but at most 20 reach it (clients=20); lower the parameter or use more clients."),
+    (["aggregator.name=bulyan", "aggregator.params.f=5"], "bulyan with aggregator.params.f=5 needs at least 4f + 3 = "
+     "23 usable updates a round, but at most 20 reach it (clients=20)"),
+    (["aggregator.name=krum", "aggregator.params.f=2", "train.clients_per_round=6"],
+     "needs more than 2f + 2 = 6 usable updates a round, but at most 6 reach it (train.clients_per_round=6)"),
+    (["aggregator.name=krum", "aggregator.pre=[bucketing]", "aggregator.params={f: 2, s: 4}"],
+     "but at most 5 reach it (clients=20, then bucketing)"),
+    (["aggregator.name=multi_krum", "aggregator.params.m=21"], "multi_krum with aggregator.params.m=21 needs at least"),
+    (["aggregator.name=dnc", "aggregator.params.f=20"], "dnc with aggregator.params.f=20, c=1.0 needs more than"),
+    (["aggregator.name=median", "aggregator.pre=[nnm]", "aggregator.params.f=20"], "nnm with aggregator.params.f=20"),
     (["byzantine.k=21"], "byzantine.k=21 exceeds clients=20"),
     (["trian.rounds=3"], "unknown key trian. Did you mean train?"),
     (["aggregator.nmae=median"], "unknown key aggregator.nmae. Did you mean aggregator.name?"),
@@ -95,6 +106,19 @@ def test_malformed_yaml_names_the_line(tmp_path: Path):
     bad.write_text("rounds: 3\ntrain: {batch_size: [\n")
     with pytest.raises(ConfigError, match=r"is not valid YAML at line \d"):
         load(bad)
+
+
+def test_a_hostile_value_is_quoted_short(tmp_path: Path):
+    bomb = tmp_path / "bomb.yaml"  # each level repeats the one before nine times: 9^8 strings if expanded
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    bomb.write_text(f"seed: [{', '.join(levels)}]\n")
+    assert bomb.stat().st_size < 400
+    with pytest.raises(ConfigError) as err:
+        load(bomb)
+    assert len(str(err.value)) < 200 and str(err.value).startswith("seed=[['x', 'x', 'x'")
+    with pytest.raises(ConfigError) as err:
+        load(None, ["seed=[[[1, 2, 3] , [4, 5, 6]], " + ", ".join(["[7, 8, 9]"] * 10000) + "]"])
+    assert len(str(err.value)) < 200 and str(err.value).startswith("seed=[[[1, 2, 3], [4, 5, 6]], [7, 8, 9]")
 
 
 def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path):

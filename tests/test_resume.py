@@ -226,14 +226,14 @@ def test_stop_signals_are_recorded_then_ignored_until_exit():
     """Inside the round loop SIGUSR1/SIGTERM only set a flag. Without a stop the previous handlers come back; after
     one, further stop signals are ignored, so a second SIGTERM (srun ending the step) cannot turn the exit code 75
     into a death by signal."""
-    from mpifl.train import _StopSignals
+    from mpifl.lifecycle import StopSignals
 
     before, before_term = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
-    with _StopSignals() as quiet:
+    with StopSignals() as quiet:
         pass
     assert not quiet.requested and signal.getsignal(signal.SIGUSR1) is before
     try:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             os.kill(os.getpid(), signal.SIGUSR1)
             time.sleep(0.05)
         assert stop.requested

@@ -76,6 +76,7 @@ def resolve(cfg: ExperimentConfig) -> Plan:
     pre = tuple(rest[len(filter_names) + len(observer_names):])
     if pre:
         rule_cls.check_pre(rule.params, list(agg.pre))
+    _check_rows(cfg, rule, pre)
     attack_cls = choose("attack.name", "attack", cfg.attack.name)
     attack_params = from_mapping(attack_cls.Params, cfg.attack.params, prefix="attack.params.")
     attack_cls.check(attack_params, cfg)
@@ -84,6 +85,17 @@ def resolve(cfg: ExperimentConfig) -> Plan:
         raise ConfigError(f"train.clients_per_round needs clients that may skip rounds; aggregator.name={agg.name}'s "
                           "clients update their model copies every round. Leave it null.")
     return Plan(rule, plan_filters, observers, pre, Component(cfg.attack.name, attack_cls, attack_params), clients_cls)
+
+
+def _check_rows(cfg: ExperimentConfig, rule: Component, pre: tuple[Component, ...]) -> None:
+    """Parameters that need more rows than any round can bring (Krum's f against the clients taking part) are
+    refused now, naming the bound, instead of a run in which no round takes a step."""
+    k = cfg.train.clients_per_round or cfg.clients
+    why = f"train.clients_per_round={k}" if cfg.train.clients_per_round else f"clients={k}"
+    for step in pre:
+        step.cls.check_rows(step.params, k, why)
+        k, why = step.cls.rows_out(step.params, k), f"{why}, then {step.name}"
+    rule.cls.check_rows(rule.params, k, why)
 
 
 def _params(cls: type, values: dict) -> object:

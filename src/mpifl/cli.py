@@ -31,7 +31,7 @@ def _errors_as_one_line() -> Iterator[None]:
     """User-facing failures become one line and exit code 1; a stop signal becomes exit code 75."""
     from .health import Halted
     from .report import ReportError
-    from .train import OutputError, Preempted, SetupError
+    from .lifecycle import OutputError, Preempted, SetupError
 
     try:
         yield

@@ -11,31 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO, TypeVar
+from typing import Callable, TextIO
 
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, health, memory, participation, transport as transport_mod
+from . import __version__, health, memory, participation, transport as transport_mod
 from . import progress as progress_mod
 from .attacks.adversary import Adversary
 from .build import Pipeline, resolve as resolve_names
 from .byzantine import ByzantineSchedule
 from .clients import ClientData, GradientClients
-from .config import ExperimentConfig, to_yaml, tree_from_yaml, validate_against_data
+from .config import ExperimentConfig, to_yaml, validate_against_data
 from .errors import ConfigError
 from .data import datasets
 from .data.partition import fraction_size, partition
 from .evaluation import Evaluation, evaluate
 from .filters import FilterSetup
 from .filters.diversefl import DiverseFLFilter, GuidingGradients, Params as DiverseFLParams, guiding_samples
-from .metrics import RoundRecord, RunWriter, recorded_rounds
+from .lifecycle import (Clock, OutputError, Preempted, SetupError, StopSignals, agreed, checkpoint_to_resume,
+                        save_checkpoint)
+from .metrics import RoundRecord, RunWriter
 from .models.gradients import batched_grads, stack_padded
 from .models import FlatModel, build, initialize
 from .placement import Placement, client_blocks, resolve
@@ -44,15 +44,7 @@ from .schedules import learning_rate
 from .server import Server
 
 
-_T = TypeVar("_T")
-
-
-class SetupError(RuntimeError):
-    """Set-up failed on some rank; raised on every rank with that rank's message."""
-
-
-class OutputError(RuntimeError):
-    """The HDF5 file could not be written (a full disk, a vanished folder); earlier rounds stay readable."""
+__all__ = ["OutputError", "Preempted", "RunResult", "SetupError", "run"]
 
 
 @dataclass(frozen=True)
@@ -146,89 +138,6 @@ def _server_gradient(flat: FlatModel, ds: datasets.Dataset, scaling: datasets.Sc
     return lambda theta: batched_grads(flat, theta, x, y, w, 1)[0]
 
 
-def _agreed(tp: transport_mod.Transport, step: Callable[[], _T]) -> _T:
-    """Run a set-up step on every rank and agree on its outcome, so no rank starts (or waits) alone."""
-    result, error = None, None
-    try:
-        result = step()
-    except Exception as exc:  # noqa: BLE001 - any set-up failure must reach every rank, not kill one
-        error = str(exc) if isinstance(exc, (ValueError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
-    agreed = tp.agree(error)
-    if agreed is not None:
-        raise SetupError(agreed)
-    return result  # type: ignore[return-value]
-
-
-def _comparable(config_yaml: str) -> dict:
-    """A config tree without what may change on resume: the round budget and where the data lives."""
-    tree = tree_from_yaml(config_yaml, "the stored config")
-    tree.pop("rounds")
-    tree["data"].pop("root")
-    return tree
-
-
-def _load_checkpoint(cfg: ExperimentConfig, out: Path, dim: int) -> checkpoint.Checkpoint:
-    ckpt = checkpoint.load(checkpoint.path_for(out))
-    if _comparable(ckpt.config_yaml) != _comparable(to_yaml(cfg)):
-        raise checkpoint.CheckpointError(f"{checkpoint.path_for(out)} belongs to another run than {out}.")
-    checkpoint.validate(ckpt, checkpoint.path_for(out), dim, out, recorded_rounds(out))
-    if ckpt.round >= cfg.rounds:
-        raise ConfigError(f"the checkpoint is at round {ckpt.round} and rounds={cfg.rounds}: nothing to resume; "
-                          "raise --rounds to train further.")
-    return ckpt
-
-
-class _Clock:
-    """Accumulates wall time per phase of the current round."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, phase: str) -> float:
-        now = time.perf_counter()
-        spent = now - self._t
-        self.times[phase] = self.times.get(phase, 0.0) + spent
-        self._t = now
-        return spent
-
-
-class Preempted(RuntimeError):
-    """A stop signal (SIGTERM, SIGUSR1) ended the run cleanly after checkpointing ``round``."""
-
-    def __init__(self, round_: int, out: Path, rank: int) -> None:
-        super().__init__(f"stopped by signal after round {round_}; checkpoint {checkpoint.path_for(out)} written. "
-                         f"Continue with: mpifl train --resume {out}")
-        self.round, self.rank = round_, rank
-
-
-class _StopSignals:
-    """Records SIGTERM/SIGUSR1 (what SLURM sends before the time limit) and SIGINT (Ctrl-C) instead of dying at
-    once."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            # After a stop the process is on its way to exit 75 with its checkpoint written; a second SIGTERM (srun
-            # terminates the rest of a step once its first task exits) must not kill it first, or the job script
-            # sees "Terminated", not 75, and does not requeue. Otherwise the previous handlers come back.
-            signal.signal(sig, signal.SIG_IGN if self.requested else handler)  # type: ignore[arg-type]
-
-
 def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = None,
         progress: TextIO | None = sys.stderr, overwrite: bool = False, resume: bool = False) -> RunResult | None:
     """Train ``cfg`` and write metrics to ``out`` (rank 0). Returns the result on rank 0, None elsewhere.
@@ -237,9 +146,9 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     signal arrived (after a checkpoint), :class:`SetupError` when set-up failed on any rank.
     """
     tp = tp or transport_mod.create()
-    s = _agreed(tp, lambda: _setup(cfg, tp, out, overwrite or resume))
+    s = agreed(tp, lambda: _setup(cfg, tp, out, overwrite or resume))
     tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim, s.placement.device)
-    ckpt = _agreed(tp, lambda: _load_checkpoint(cfg, out, s.flat.dim) if resume and s.placement.is_server else None)
+    ckpt = agreed(tp, lambda: checkpoint_to_resume(cfg, out, s.flat.dim) if resume and s.placement.is_server else None)
     start = tp.share_int(ckpt.round + 1 if ckpt is not None else 1)
     if ckpt is not None:
         s.theta = torch.from_numpy(ckpt.theta).to(s.placement.device)
@@ -257,10 +166,10 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
             return RunWriter.resume(out, start - 1, tp.size)
         return RunWriter.create(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__)
 
-    writer = _agreed(tp, open_writer)
+    writer = agreed(tp, open_writer)
     try:
         loop = _RoundLoop(cfg, tp, s, writer, progress, out)
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             theta = loop.run(start, stop)
     except (Preempted, health.Halted):
         if writer is not None:
@@ -280,23 +189,6 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     return RunResult(out, theta, loop.final, cfg.rounds)
 
 
-def _checkpoint(cfg: ExperimentConfig, tp: transport_mod.Transport, s: _Setup, theta: torch.Tensor, round_: int,
-                out: Path) -> None:
-    """Collective: client state (RSA models) travels to rank 0 like updates do; rank 0 writes the file."""
-    state = s.clients.checkpoint_state()
-    full = tp.gather(state) if state is not None else None
-    if s.placement.is_server:
-        models = full.cpu().numpy() if full is not None else None
-        target = checkpoint.path_for(out)
-        try:
-            assert s.server is not None
-            checkpoint.save(target, checkpoint.Checkpoint(round_, theta.cpu().numpy(), models, to_yaml(cfg),
-                                                          s.server.rule.state_dict()))
-        except OSError as exc:
-            raise OutputError(f"cannot write checkpoint {target} after round {round_} ({exc}); the run stops, "
-                              f"{out} holds rounds 1..{round_}") from None
-
-
 class _RoundLoop:
     """Rounds ``start``..``rounds`` on this rank; rank 0 also screens, aggregates, evaluates and records."""
 
@@ -308,11 +200,11 @@ class _RoundLoop:
         self.stall = health.StallWatch(cfg.aggregator.name, progress)
         self.accuracy = progress_mod.LastAccuracy()
 
-    def run(self, start: int, stop: _StopSignals) -> torch.Tensor:
+    def run(self, start: int, stop: StopSignals) -> torch.Tensor:
         cfg, tp, s = self.cfg, self.tp, self.s
         theta, every, started = s.theta, cfg.output.checkpoint_every, time.perf_counter()
         for r in range(start, cfg.rounds + 1):
-            clock = _Clock()
+            clock = Clock()
             theta = tp.broadcast(theta)
             clock.lap("broadcast")
             lr = learning_rate(cfg.train.lr, r)
@@ -341,13 +233,14 @@ class _RoundLoop:
             if stopping:
                 stop.requested = True
             if stopping or (every and (r % every == 0 or r == cfg.rounds)):
-                _checkpoint(cfg, tp, s, theta, r, self.out)
+                save_checkpoint(cfg, tp, s.clients.checkpoint_state(),
+                                s.server.rule.state_dict() if s.server is not None else None, theta, r, self.out)
             if stopping:
                 raise Preempted(r, self.out, tp.rank)
         return theta
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
-               lr: float, clock: _Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
+               lr: float, clock: Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
         rank's [peak RSS, peak GPU memory] in bytes."""
         cfg, server = self.cfg, self.s.server

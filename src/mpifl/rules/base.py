@@ -14,7 +14,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..registry import NoParams
+
+
+def too_few(rule: str, bound: str, k: int, why: str) -> ConfigError:
+    """The config-time error of a rule whose parameters need more rows than a round can bring (``bound``: e.g.
+    'more than 2f + 2 = 52')."""
+    return ConfigError(f"{rule} needs {bound} usable updates a round, but at most {k} reach it ({why}); lower the "
+                       "parameter or use more clients.")
 
 
 class TooFewUpdates(ValueError):
@@ -76,6 +84,11 @@ class Rule:
         self.params, self.n = params, n
 
     @classmethod
+    def check_rows(cls, params: object, k: int, why: str) -> None:
+        """Raise ConfigError when ``params`` cannot work even with the most rows a round can bring, ``k`` (every
+        client that takes part, all valid; ``why`` says where k comes from, for the message)."""
+
+    @classmethod
     def check_pre(cls, params: object, pre: list[str]) -> None:
         """Raise ConfigError when the rule with ``params`` cannot run behind the pre-aggregators ``pre`` (whose
         rows mix clients); config validation calls it, so the run stops before it starts."""
@@ -107,6 +120,15 @@ class PreAggregator:
 
     def __init__(self, params: object, n: int) -> None:
         self.params, self.n = params, n
+
+    @classmethod
+    def check_rows(cls, params: object, k: int, why: str) -> None:
+        """As :meth:`Rule.check_rows`, for the ``k`` rows reaching this step."""
+
+    @classmethod
+    def rows_out(cls, params: object, k: int) -> int:
+        """How many rows the step makes of ``k`` (the rule behind it sees that many)."""
+        return k
 
     def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
         raise NotImplementedError

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ConfigError
 from . import coordinatewise
-from .base import Decision, RoundView, Rule, TooFewUpdates
+from .base import Decision, RoundView, Rule, TooFewUpdates, too_few
 from .krum import squared_distances
 from ..registry import register
 
@@ -97,6 +97,11 @@ class Bulyan(Rule):
     """
 
     Params = BulyanParams
+
+    @classmethod
+    def check_rows(cls, params: BulyanParams, k: int, why: str) -> None:
+        if k < 4 * params.f + 3:
+            raise too_few(f"bulyan with aggregator.params.f={params.f}", f"at least 4f + 3 = {4 * params.f + 3}", k, why)
 
     def aggregate(self, view: RoundView) -> Decision:
         device, n, f = view.z.device, view.z.shape[0], self.params.f

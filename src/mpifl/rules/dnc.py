@@ -10,7 +10,7 @@ import torch
 from .columns import masked_mean
 from ..errors import ConfigError
 from ..rng import Purpose, generator
-from .base import Decision, RoundView, Rule, TooFewUpdates, weights_of
+from .base import Decision, RoundView, Rule, TooFewUpdates, too_few, weights_of
 from ..registry import register
 
 
@@ -60,6 +60,12 @@ class DivideAndConquer(Rule):
     """
 
     Params = DnCParams
+
+    @classmethod
+    def check_rows(cls, params: DnCParams, k: int, why: str) -> None:
+        if k <= params.removed:
+            raise too_few(f"dnc with aggregator.params.f={params.f}, c={params.c}",
+                          f"more than floor(c·f) = {params.removed}", k, why)
 
     def aggregate(self, view: RoundView) -> Decision:
         device, (n, d) = view.z.device, view.z.shape

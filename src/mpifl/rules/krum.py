@@ -13,7 +13,7 @@ import torch
 
 from .columns import gram64, masked_mean
 from ..errors import ConfigError
-from .base import Decision, RoundView, Rule, TooFewUpdates
+from .base import Decision, RoundView, Rule, TooFewUpdates, too_few
 from ..registry import register
 
 
@@ -85,6 +85,11 @@ class Krum(Rule):
 
     Params = KrumParams
 
+    @classmethod
+    def check_rows(cls, params: KrumParams, k: int, why: str) -> None:
+        if k <= 2 * params.f + 2:
+            raise too_few(f"krum with aggregator.params.f={params.f}", f"more than 2f + 2 = {2 * params.f + 2}", k, why)
+
     def aggregate(self, view: RoundView) -> Decision:
         return select(view, self.params.f, 1)
 
@@ -110,6 +115,14 @@ class MultiKrum(Rule):
     """
 
     Params = MultiKrumParams
+
+    @classmethod
+    def check_rows(cls, params: MultiKrumParams, k: int, why: str) -> None:
+        if k <= 2 * params.f + 2:
+            raise too_few(f"multi_krum with aggregator.params.f={params.f}", f"more than 2f + 2 = {2 * params.f + 2}",
+                          k, why)
+        if params.m is not None and params.m > k:
+            raise too_few(f"multi_krum with aggregator.params.m={params.m}", f"at least m = {params.m}", k, why)
 
     def aggregate(self, view: RoundView) -> Decision:
         return select(view, self.params.f, self.params.m)

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from ..rng import Purpose, generator
-from .base import PreAggregator, TooFewUpdates
+from .base import PreAggregator, TooFewUpdates, too_few
 from .krum import squared_distances
 from ..registry import register
 
@@ -39,6 +39,11 @@ class NearestNeighborMixing(PreAggregator):
     """
 
     Params = NnmParams
+
+    @classmethod
+    def check_rows(cls, params: NnmParams, k: int, why: str) -> None:
+        if params.f >= k:
+            raise too_few(f"nnm with aggregator.params.f={params.f}", f"more than f = {params.f}", k, why)
 
     def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
         k, f = rows.shape[0], self.params.f
@@ -75,6 +80,10 @@ class Bucketing(PreAggregator):
     """
 
     Params = BucketingParams
+
+    @classmethod
+    def rows_out(cls, params: BucketingParams, k: int) -> int:
+        return -(-k // params.s)
 
     def transform(self, rows: torch.Tensor, round_: int, seed: int) -> torch.Tensor:
         k = rows.shape[0]
