@@ -84,8 +84,9 @@ class FixedGuiding:
         self.g = g
 
     def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
-                adjust=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
-        dots, norms = (self.g * z).sum(dim=1), torch.linalg.vector_norm(self.g, dim=1)
+                adjust=None, clients=None):  # type: ignore[no-untyped-def]
+        g = self.g if clients is None else self.g[clients]
+        dots, norms = (g * z).sum(dim=1), torch.linalg.vector_norm(g, dim=1)
         if adjust is not None:
-            z[:] = adjust(torch.arange(len(z), device=z.device), z, self.g)
-        return dots, norms, self.g.sum(dim=0)
+            z[:] = adjust(torch.arange(len(z), device=z.device), z, g)
+        return dots, norms, g.sum(dim=0)

@@ -19,7 +19,7 @@ FACTORIES = {"zeros", "ones", "full", "empty", "tensor", "as_tensor", "arange", 
              "randint", "randperm"}
 # Host-side by design: the ground-truth Byzantine and participation masks (the same on every rank, moved where they
 # are used) and datasets before a rank has picked and placed its rows.
-HOST_MODULES = {"byzantine.py", "participation.py", "data/datasets.py", "data/partition.py"}
+HOST_MODULES = {"byzantine.py", "participation.py", "data/datasets.py", "data/partition.py", "data/population.py"}
 
 
 def deviceless_factories(path: Path, root: Path = SRC) -> list[str]:

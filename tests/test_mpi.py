@@ -43,15 +43,18 @@ def test_mpi_run_equals_single_process_run(tmp_path: Path, single: Path, ranks: 
         assert b["model/round"][0] == 6
 
 
-def test_sampled_clients_per_round_under_mpi_equal_single_process(tmp_path: Path):
-    tree = small_tree(clients=6, rounds=4, train={"clients_per_round": 4})
+@pytest.mark.parametrize("ranks", [3, 5])
+def test_a_cohort_under_mpi_equals_one_process(tmp_path: Path, ranks: int):
+    tree = small_tree(clients=8, rounds=4, train={"clients_per_round": 4})
     single = run(from_tree(tree), tmp_path / "single.h5", progress=None)
-    done = mpirun(train_cmd(4, write_config(tmp_path, tree), tmp_path / "mpi.h5"))  # blocks of 2+2+2 clients
+    # each round's 4 clients spread over the 2 or 4 client ranks, whichever clients they are
+    done = mpirun(train_cmd(ranks, write_config(tmp_path, tree), tmp_path / "mpi.h5"))
     assert done.returncode == 0, done.stderr[-3000:]
     with h5py.File(tmp_path / "single.h5") as a, h5py.File(tmp_path / "mpi.h5") as b:
-        for name in ("clients/sampled", "clients/accepted", "clients/flags"):
+        for name in ("clients/id", "clients/byzantine", "clients/accepted", "clients/flags", "clients/c1"):
             assert np.array_equal(a[name][:], b[name][:]), name
-        assert a["clients/sampled"][:].sum() == 16
+        assert a["clients/id"].shape == (4, 4)
+        np.testing.assert_allclose(b["clients/c2"][:], a["clients/c2"][:], rtol=1e-5)
         np.testing.assert_allclose(b["model/theta"][:], single.theta.numpy(), rtol=1e-5, atol=1e-6)
 
 

@@ -69,6 +69,7 @@ class RoundRecord:
     times: dict[str, float] = field(default_factory=dict)
     peak_rss: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [P] bytes
     peak_gpu: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [P] bytes
+    ids: np.ndarray | None = None  # [m] the cohort's client ids (cross-device runs; per-client arrays follow them)
 
 
 def open_for_reading(path: Path) -> h5py.File:
@@ -125,14 +126,20 @@ def finished_round(f: h5py.File) -> int:
     return int(f["model/round"][0])
 
 
-def _per_round_names() -> list[str]:
-    return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(f"time/{p}" for p in PHASES),
-            *(f"ranks/{n}" for n in _PER_RANK)]
+def _per_round_names(cohort: bool) -> list[str]:
+    return [*_SCALARS, *(f"clients/{n}" for n in _PER_CLIENT), *(["clients/id"] if cohort else []),
+            *(f"time/{p}" for p in PHASES), *(f"ranks/{n}" for n in _PER_RANK)]
+
+
+def is_cohort_file(f: h5py.File) -> bool:
+    """Whether a run file records a cross-device run: per-client columns are the round's cohort, named by
+    ``clients/id``, instead of the clients 0..n−1."""
+    return "clients/id" in f
 
 
 def complete_rows(f: h5py.File) -> int:
     """Rounds that every per-round dataset holds (a file being written may be a row ahead in some)."""
-    return min(f[n].shape[0] for n in _per_round_names())
+    return min(f[n].shape[0] for n in _per_round_names(is_cohort_file(f)))
 
 
 #: Every dataset carries a Fletcher-32 checksum per chunk: a damaged file (a bad disk, a torn copy) fails to read with
@@ -140,10 +147,12 @@ def complete_rows(f: h5py.File) -> int:
 _CHECKSUM = {"fletcher32": True}
 
 
-def _create_layout(f: h5py.File, n_clients: int, ranks: int, dim: int) -> None:
+def _create_layout(f: h5py.File, n_clients: int, ranks: int, dim: int, cohort: bool) -> None:
+    """The datasets of a run; ``n_clients`` columns per client array (the cohort's size in a cross-device run, which
+    adds ``clients/id``)."""
     for name, dtype in _SCALARS.items():
         f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,), **_CHECKSUM)
-    for name, dtype in _PER_CLIENT.items():
+    for name, dtype in {**_PER_CLIENT, **({"id": np.int64} if cohort else {})}.items():
         f.create_dataset(f"clients/{name}", shape=(0, n_clients), maxshape=(None, n_clients), dtype=dtype,
                          chunks=(max(1, 4096 // n_clients), n_clients), **_CHECKSUM)
     for phase in PHASES:
@@ -193,7 +202,8 @@ def _kept_rows(path: Path, rows: int) -> tuple[dict, dict[str, np.ndarray], int]
             if have < rows:
                 raise ValueError(f"{path} holds {have} rounds but its checkpoint is at round {rows}; "
                                  "the two files do not belong together.")
-            return dict(old.attrs), {n: old[n][:rows] for n in _per_round_names()}, old["model/theta"].shape[0]
+            names = _per_round_names(is_cohort_file(old))
+            return dict(old.attrs), {n: old[n][:rows] for n in names}, old["model/theta"].shape[0]
     except (OSError, RuntimeError, KeyError) as exc:
         raise ValueError(f"cannot read run file {path}: damaged ({exc}); it was not changed.") from None
 
@@ -204,16 +214,19 @@ class RunWriter:
     def __init__(self, file: h5py.File, rows: int) -> None:
         self.file, self.rows = file, rows
         self.n = int(file.attrs["clients"])
-        self.datasets = {name: _Rows(file[name]) for name in _per_round_names()}
+        self.cohort = is_cohort_file(file)
+        self.datasets = {name: _Rows(file[name]) for name in _per_round_names(self.cohort)}
         file.swmr_mode = True
 
     @classmethod
-    def create(cls, path: Path, n_clients: int, ranks: int, dim: int, config_yaml: str, version: str) -> RunWriter:
+    def create(cls, path: Path, n_clients: int, ranks: int, dim: int, config_yaml: str, version: str,
+               cohort: int | None = None) -> RunWriter:
+        """A new run file; ``cohort`` (m) for a cross-device run, whose per-client arrays hold the round's m clients."""
         path.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(path, "w", libver="latest")
         f.attrs.update(schema_version=SCHEMA_VERSION, mpifl_version=version, config=config_yaml, clients=n_clients,
-                       ranks=ranks, created=_dt.datetime.now(_dt.timezone.utc).isoformat())
-        _create_layout(f, n_clients, ranks, dim)
+                       ranks=ranks, created=_dt.datetime.now(_dt.timezone.utc).isoformat(), cohort=cohort or 0)
+        _create_layout(f, cohort or n_clients, ranks, dim, cohort is not None)
         return cls(f, 0)
 
     @classmethod
@@ -228,7 +241,8 @@ class RunWriter:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.attrs.update(attrs)
             f.attrs["ranks"] = ranks
-            _create_layout(f, int(attrs["clients"]), ranks, dim)
+            cohort = int(attrs.get("cohort", 0))
+            _create_layout(f, cohort or int(attrs["clients"]), ranks, dim, cohort > 0)
             for name, values in data.items():
                 if name.startswith("ranks/"):  # a resumed run may use another number of ranks: keep the wider
                     values = _widened(values, ranks)
@@ -254,6 +268,8 @@ class RunWriter:
             data[name].append(i, value)
         for name in _PER_CLIENT:
             data[f"clients/{name}"].append(i, getattr(rec, name))
+        if self.cohort:
+            data["clients/id"].append(i, rec.ids)
         for phase in PHASES:
             data[f"time/{phase}"].append(i, rec.times.get(phase, 0.0))
         for name in _PER_RANK:

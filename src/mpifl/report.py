@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import tree_from_yaml
 from .filters.diversefl import Params as DiverseFLParams
-from .metrics import PHASES, complete_rows, finished_round, open_for_reading, schema_problem
+from .metrics import PHASES, complete_rows, finished_round, is_cohort_file, open_for_reading, schema_problem
 from .screening import INVALID, REASONS
 
 RULE_NAMES = {"diversefl": "DiverseFL", "oracle": "OracleSGD", "median": "Median", "trmean": "TrMean",
@@ -54,6 +54,7 @@ class Run:
     ranks: int
     peak_rss: np.ndarray  # [R, P] bytes, each rank's peak so far
     peak_gpu: np.ndarray  # [R, P] bytes
+    ids: np.ndarray | None = None  # [R, m] a cross-device run's cohorts: the per-client columns are these clients
 
     @property
     def rule(self) -> str:
@@ -104,6 +105,7 @@ def load_run(path: str | Path) -> Run:
             finished = finished_round(f) > 0
             config = tree_from_yaml(str(f.attrs["config"]), f"the config stored in {path}")
             ranks = int(f.attrs["ranks"])
+            ids = f["clients/id"][:rows] if is_cohort_file(f) else None
         except (KeyError, OSError) as exc:
             raise ReportError(f"{path}: damaged mpifl run ({exc}).") from None
     return Run(path, config, data["round"], data["test_accuracy"], data["backdoor_accuracy"],
@@ -111,7 +113,7 @@ def load_run(path: str | Path) -> Run:
                data["clients/c1"],
                data["clients/c2"],
                data["clients/flags"], {p: data[f"time/{p}"] for p in PHASES}, finished, ranks,
-               data["ranks/peak_rss"], data["ranks/peak_gpu"])
+               data["ranks/peak_rss"], data["ranks/peak_gpu"], ids)
 
 
 def expand(patterns: list[str]) -> list[Path]:
@@ -337,8 +339,9 @@ def plot_backdoor(runs: list[Run], out: Path) -> Path | None:
 
 def plot_detection(run: Run, out: Path, clients: int = 10) -> Path | None:
     """Fig. 1: C1×C2 per round for the first ``clients`` clients, green honest, red Byzantine; dashed lines at eps1
-    and eps2 (linear inside ±2, logarithmic beyond, so scaled updates stay visible)."""
-    if np.isnan(run.c2).all():
+    and eps2 (linear inside ±2, logarithmic beyond, so scaled updates stay visible). A cross-device run's columns
+    are a different cohort each round, so it has no per-client panels."""
+    if run.ids is not None or np.isnan(run.c2).all():
         return None
     plt = _pyplot()
     shown = min(clients, run.c2.shape[1])

@@ -62,12 +62,13 @@ class Server:
         self.rule = pipeline.rule
 
     def examine(self, z: torch.Tensor, theta: torch.Tensor, sampled: torch.Tensor | None = None,
-                round_: int = 0) -> Screened:
+                round_: int = 0, clients: torch.Tensor | None = None) -> Screened:
         """Validity checks for every rule, then the filters in order, each on the rows the ones before it accepted;
         filters that only record (``record_similarity``) see every valid row and accept all.
 
         ``z`` is screened in place (excluded rows zeroed); ``sampled`` ([n] bool, None: everyone) says which clients
-        took part in the round: the others are excluded, and their guiding gradients are not computed.
+        took part in the round: the others are excluded, and their guiding gradients are not computed. ``clients``
+        ([k] ids) names the client of each row when ``z`` holds a cross-device cohort.
         """
         update_norm = row_norms(z)
         if sampled is not None:
@@ -77,11 +78,11 @@ class Server:
         measured: dict[str, torch.Tensor] = {}
         guiding_sum = unverified = None
         for observer in self.pipeline.observers:
-            verdict = observer.judge(FilterView(z, usable, update_norm, sampled, theta, round_, self.seed))
+            verdict = observer.judge(FilterView(z, usable, update_norm, sampled, theta, round_, self.seed, clients))
             flags = flags | verdict.flags if verdict.flags is not None else flags
             measured.update(verdict.record)
         for f in self.pipeline.filters:
-            verdict = f.judge(FilterView(z, usable, update_norm, sampled, theta, round_, self.seed))
+            verdict = f.judge(FilterView(z, usable, update_norm, sampled, theta, round_, self.seed, clients))
             accepted = usable & verdict.accepted
             bits = verdict.flags if verdict.flags is not None else (usable & ~accepted).to(torch.uint8) * FILTERED
             flags, usable = flags | bits, accepted

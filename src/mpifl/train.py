@@ -25,7 +25,7 @@ from . import progress as progress_mod
 from .attacks.adversary import Adversary
 from .build import Pipeline, resolve as resolve_names
 from .byzantine import ByzantineSchedule
-from .clients import ClientData, GradientClients
+from .clients import ClientPool, GradientClients
 from .config import ExperimentConfig, to_yaml, validate_against_data
 from .errors import ConfigError
 from .data import datasets
@@ -68,6 +68,7 @@ class _Setup:
     adversary: Adversary | None  # rank 0, under a rank-0 (colluding) attack
     test: tuple[torch.Tensor, torch.Tensor] | None  # uint8 images, labels
     scaling: datasets.Scaling
+    pool: ClientPool | None  # cross-device rounds: any client's data, for the share of the cohort this rank computes
 
 
 def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwrite: bool) -> _Setup:
@@ -92,10 +93,9 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     theta = flat.flatten()
 
     batches = [fraction_size(len(p), cfg.train.batch_size, cfg.train.batch_fraction) for p in parts]
-    hosted = []
-    for j in place.clients:
-        idx = torch.from_numpy(parts[j])
-        hosted.append(ClientData(j, ds.train_x[idx].to(place.device), ds.train_y[idx].to(place.device), batches[j]))
+    pool = ClientPool(ds, parts, batches, place.device)
+    cross_device = participation.is_cohort(cfg.clients, cfg.train.clients_per_round)
+    hosted = [] if cross_device else [pool.get(j) for j in place.clients]
     clients = pipeline.clients(cfg, flat, hosted, ds.num_classes, theta, max(batches), scaling, pipeline.attack,
                                pipeline.rule.params)
     classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
@@ -113,7 +113,8 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
         if pipeline.attack.on_rank0:
             adversary = Adversary(pipeline, cfg.aggregator.name, cfg.seed, _white_box(cfg, pipeline, shared))
         test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
-    return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling)
+    return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling,
+                  pool if cross_device else None)
 
 
 def _white_box(cfg: ExperimentConfig, pipeline: Pipeline, shared: FilterSetup) -> GuidingGradients | None:
@@ -147,7 +148,8 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     """
     tp = tp or transport_mod.create()
     s = agreed(tp, lambda: _setup(cfg, tp, out, overwrite or resume))
-    tp.configure(client_blocks(cfg.clients, tp.size), s.flat.dim, s.placement.device)
+    rows = cfg.train.clients_per_round if s.pool is not None else cfg.clients  # a round's matrix: cohort or all
+    tp.configure(client_blocks(rows, tp.size), s.flat.dim, s.placement.device)
     ckpt = agreed(tp, lambda: checkpoint_to_resume(cfg, out, s.flat.dim) if resume and s.placement.is_server else None)
     start = tp.share_int(ckpt.round + 1 if ckpt is not None else 1)
     if ckpt is not None:
@@ -164,7 +166,8 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
             return None
         if start > 1:
             return RunWriter.resume(out, start - 1, tp.size)
-        return RunWriter.create(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__)
+        return RunWriter.create(out, cfg.clients, tp.size, s.flat.dim, to_yaml(cfg), __version__,
+                                rows if s.pool is not None else None)
 
     writer = agreed(tp, open_writer)
     try:
@@ -209,8 +212,14 @@ class _RoundLoop:
             clock.lap("broadcast")
             lr = learning_rate(cfg.train.lr, r)
             byzantine = s.schedule.mask(r)
-            sampled = participation.sampled(cfg.seed, cfg.clients, cfg.train.clients_per_round, r)
-            block = s.clients.messages(theta, r, byzantine, lr, sampled)
+            cohort = participation.cohort(cfg.seed, cfg.clients, cfg.train.clients_per_round, r)
+            sampled = participation.as_mask(cohort, cfg.clients)
+            if s.pool is not None:  # cross-device: this rank computes its even share of the cohort, whoever it is
+                mine = cohort[participation.worker_slots(len(cohort), tp.size, tp.rank)]
+                s.clients.host([s.pool.get(int(j)) for j in mine])
+                block = s.clients.messages(theta, r, byzantine, lr)
+            else:
+                block = s.clients.messages(theta, r, byzantine, lr, sampled)
             compute = clock.lap("client_compute")
             z = tp.gather(block)
             stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
@@ -219,7 +228,8 @@ class _RoundLoop:
             if z is not None and stats is not None:
                 clock.times["client_compute"] = float(stats[:, 0].max())
                 try:
-                    theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:])
+                    theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:],
+                                                cohort if s.pool is not None else None)
                 except (health.Diverged, OutputError) as exc:
                     halt = exc
                 else:
@@ -240,15 +250,20 @@ class _RoundLoop:
         return theta
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
-               lr: float, clock: Clock, peaks: np.ndarray) -> tuple[torch.Tensor, RoundRecord]:
+               lr: float, clock: Clock, peaks: np.ndarray,
+               cohort: torch.Tensor | None = None) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
-        rank's [peak RSS, peak GPU memory] in bytes."""
+        rank's [peak RSS, peak GPU memory] in bytes. In a cross-device round ``z`` holds the ``cohort`` only (its
+        rows in id order), and so do the masks and the record."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
+        if cohort is not None:
+            byzantine, sampled = byzantine[cohort], torch.ones_like(cohort, dtype=torch.bool)
         if self.s.adversary is not None:
-            self.s.adversary.corrupt(z, theta, byzantine, sampled, r)
+            self.s.adversary.corrupt(z, theta, byzantine, sampled, r, cohort)
             clock.lap("gather")  # the attack stands in for the Byzantine clients' upload
-        screened = server.examine(z, theta, sampled if cfg.train.clients_per_round is not None else None, r)
+        partial = cfg.train.clients_per_round is not None and cohort is None
+        screened = server.examine(z, theta, sampled if partial else None, r, cohort)
         clock.lap("guiding")
         decision = server.decide(screened, theta, byzantine, r)
         if decision.direction is not None:
@@ -265,7 +280,7 @@ class _RoundLoop:
             backdoor_accuracy=ev.backdoor_accuracy, byzantine=byzantine.numpy(), sampled=sampled.numpy(),
             accepted=decision.accepted.cpu().numpy(), weight=decision.weight.cpu().numpy(),
             **screened.record_arrays(), times=clock.times,
-            peak_rss=peaks[:, 0], peak_gpu=peaks[:, 1],
+            peak_rss=peaks[:, 0], peak_gpu=peaks[:, 1], ids=cohort.numpy() if cohort is not None else None,
         )
         try:
             self.writer.append(record)

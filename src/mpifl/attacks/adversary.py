@@ -29,8 +29,9 @@ class Adversary:
         self.client_test = tests[0] if tests else None
 
     def corrupt(self, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
-                round_: int) -> None:
-        """Replace, in place, the rows of the round's Byzantine clients that take part (``sampled``)."""
+                round_: int, clients: torch.Tensor | None = None) -> None:
+        """Replace, in place, the rows of the round's Byzantine clients that take part (``sampled``); ``clients``
+        names each row's client where ``z`` holds a cross-device cohort (None: row j is client j)."""
         byzantine, sampled = byzantine.to(z.device), sampled.to(z.device)
         bad = (byzantine & sampled).nonzero().flatten()
         if len(bad) == 0:
@@ -39,7 +40,8 @@ class Adversary:
         own = z[bad].clone()
         guiding = None
         if self.attack.needs_guiding:
-            guiding = self.white_box.gradients(theta, bad) if self.white_box is not None else own
+            whose = bad if clients is None else clients.to(bad.device)[bad]
+            guiding = self.white_box.gradients(theta, whose) if self.white_box is not None else own
         facts = RuleFacts(self.name, len(honest) + len(bad), len(bad), self.rule.params, self.client_test)
         view = AttackView(honest, own, guiding, theta, round_, generator(self.seed, Purpose.COLLUSION, round_), facts)
         z[bad] = self.attack.forge(view).to(z.dtype)

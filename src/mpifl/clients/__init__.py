@@ -2,6 +2,7 @@
 plain mini-batch gradients, gradients with Gaussian noise (Noisy Median), or model copies (RSA)."""
 
 from .gradient import ClientData, GradientClients, NoisyClients
+from .pool import ClientPool
 from .rsa import RsaClients
 
-__all__ = ["ClientData", "GradientClients", "NoisyClients", "RsaClients"]
+__all__ = ["ClientData", "ClientPool", "GradientClients", "NoisyClients", "RsaClients"]

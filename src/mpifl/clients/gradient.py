@@ -46,6 +46,13 @@ class GradientClients:
         self.attack, self.rule_params = attack, rule_params
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
 
+    def host(self, clients: list[ClientData]) -> None:
+        """Compute for ``clients`` from now on (cross-device rounds hand each worker its share of the cohort); the
+        update block keeps its rows when their number does not change."""
+        self.clients, self.ids = clients, [c.client for c in clients]
+        if self.out.shape[0] != len(clients):
+            self.out = self.out.new_empty((len(clients), self.flat.dim))
+
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Client c's mini-batch of round ``round_``: uint8 images (scaled as they are stacked) and labels."""
         g = generator(self.cfg.seed, Purpose.BATCH, round_, c.client)

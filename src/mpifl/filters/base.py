@@ -44,6 +44,7 @@ class FilterView:
     theta: torch.Tensor  # [d]
     round: int
     seed: int
+    clients: torch.Tensor | None = None  # [k] the client id of each row (a cross-device cohort); None: row j = client j
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ class DiverseFLFilter(Filter):
     def judge(self, view: FilterView) -> Verdict:
         assert self.guiding is not None, "prepare() runs before the first round"
         adjust, unverified = self._adjustment(view.z)
-        dots, guiding_norm, guiding_sum = self.guiding.compare(view.theta, view.z, view.sampled, adjust)
+        dots, guiding_norm, guiding_sum = self.guiding.compare(view.theta, view.z, view.sampled, adjust,
+                                                               view.clients)
         c1, c2, bits = criteria(dots, view.update_norm, guiding_norm, view.usable, self.params.eps1,
                                 self.params.eps2)
         accepted = view.usable & ((bits & self._rejects) == 0)

@@ -49,7 +49,7 @@ class GuidingGradients:
 
     def compare(self, theta: torch.Tensor, z: torch.Tensor, rows: torch.Tensor | None = None,
                 adjust: Callable[[slice | torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                clients: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(g~_j · z_j, ||g~_j||), each [n] float32 on z's device, for the clients in ``rows`` ([n] bool; all when
         None) and NaN for the others, whose guiding gradients are not computed; and, with ``adjust``, the sum of the
         computed g~_j [d] (None without it, or when none is computed).
@@ -59,17 +59,21 @@ class GuidingGradients:
         received): rules that reshape updates with their guiding gradients do it here, a chunk at a time, so the
         guiding matrix is still never held whole. Without ``adjust``, linear stacks never form the guiding
         gradients at all (:meth:`mpifl.models.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two numbers.
+
+        ``clients`` ([k] ids, None: row j is client j) says whose sample each row of ``z`` is compared with: a
+        cross-device round's matrix holds only its cohort.
         """
-        n = self.x.shape[0]
+        n = z.shape[0]
         dots = torch.full((n,), float("nan"), dtype=torch.float32, device=z.device)
         norms = torch.full_like(dots, float("nan"))
         total = None
         picked = None if rows is None else rows.nonzero().flatten()
         for part in chunks(n if picked is None else len(picked), self.chunk):
             j = part if picked is None else picked[part]  # every client: slices, so z's rows are views, not copies
-            zj, samples = z[j], (self.x[j], self.y[j], self.w[j])
+            s = j if clients is None else clients[j].to(self.x.device)  # whose samples
+            zj, samples = z[j], (self.x[s], self.y[s], self.w[s])
             if adjust is None and self.x_gram is not None:
-                dots[j], norms[j] = self.grads.dots_and_norms(theta, *samples, zj, self.x_gram[j])
+                dots[j], norms[j] = self.grads.dots_and_norms(theta, *samples, zj, self.x_gram[s])
                 continue
             g = self.grads(theta, *samples)
             dots[j] = row_dots(g, zj)
