@@ -166,3 +166,50 @@ def test_device_agnostic(name: str, device: str):
     out = rule.aggregate(padded(x, device))
     assert out.direction.device.type == device and out.direction.dtype == torch.float32
     torch.testing.assert_close(out.direction.cpu(), rule.aggregate(padded(x)).direction, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- pre-aggregators: static clipping and ARC
+
+from mpifl.rules.norm_clipping import AdaptiveRobustClipping, ArcParams, Clipping, ClippingParams  # noqa: E402
+
+
+def test_pre_aggregators_registered_under_their_names():
+    assert get("pre", "clipping") is Clipping and get("pre", "arc") is AdaptiveRobustClipping
+
+
+@pytest.mark.parametrize("seed,attack", CASES)
+@pytest.mark.parametrize("threshold", [0.0, 2.0, 7.5, 1e4])
+def test_clipping_is_byzfl(seed: int, attack: str, threshold: float):
+    x = rows(seed, attack)
+    out = Clipping(ClippingParams(threshold=threshold), K).transform(x, 1, 0)
+    torch.testing.assert_close(out, byzfl.Clipping(c=threshold)(x.clone()), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed,attack", CASES)
+@pytest.mark.parametrize("f", [0, 1, 3, 5, 11])
+def test_arc_is_byzfl(seed: int, attack: str, f: int):
+    x = rows(seed, attack)
+    out = AdaptiveRobustClipping(ArcParams(f=f), K).transform(x, 1, 0)
+    torch.testing.assert_close(out, byzfl.ARC(f=f)(x.clone()), rtol=1e-6, atol=1e-6)
+
+
+def test_arc_clips_the_longest_to_the_next_norm_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, -4.0], [50.0, 0.0]])
+    # k = 5, f = 1: floor(2/5 · 4) = 1 row clipped (the longest) to the 4th shortest norm, 4
+    out = AdaptiveRobustClipping(ArcParams(f=1), 5).transform(x, 1, 0)
+    assert out.tolist() == [[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, -4.0], [4.0, 0.0]]
+    with pytest.raises(TooFewUpdates, match="f=6"):
+        AdaptiveRobustClipping(ArcParams(f=6), 5).transform(x, 1, 0)
+    with pytest.raises(ConfigError, match="arc with aggregator.params.f=6"):
+        AdaptiveRobustClipping.check_rows(ArcParams(f=6), 5, "clients=5")
+    with pytest.raises(ConfigError, match="threshold=-1"):
+        ClippingParams(threshold=-1.0)
+
+
+@pytest.mark.parametrize("step", [Clipping(ClippingParams(threshold=3.0), K), AdaptiveRobustClipping(ArcParams(f=3), K)])
+@pytest.mark.parametrize("device", DEVICES)
+def test_clipping_stays_on_the_device(step, device: str):
+    x = rows(0, "scaled")
+    out = step.transform(x.to(device), 1, 0)
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), step.transform(x, 1, 0), rtol=1e-5, atol=1e-5)

@@ -5,9 +5,9 @@ Importing this package registers the built-in ones; a researcher's own register 
 """
 
 from . import (bulyan, caf, classic, clipping, diversefl, diversefl_plus, dnc, fltrust, geomed, krum, neighbours,
-               preaggregators, signguard, subsets)
+               norm_clipping, preaggregators, signguard, subsets)
 from .base import Decision, Needs, PreAggregator, RoundView, Rule, TooFewUpdates
 
 __all__ = ["Decision", "Needs", "PreAggregator", "RoundView", "Rule", "TooFewUpdates", "bulyan", "caf", "classic",
-           "clipping", "diversefl", "diversefl_plus", "dnc", "fltrust", "geomed", "krum", "neighbours", "preaggregators",
-           "signguard", "subsets"]
+           "clipping", "diversefl", "diversefl_plus", "dnc", "fltrust", "geomed", "krum", "neighbours", "norm_clipping",
+           "preaggregators", "signguard", "subsets"]
