@@ -19,7 +19,9 @@ TREE = small_tree(clients=8, rounds=4, byzantine={"model": "random", "k": 2},
                   aggregator={"name": "diversefl_plus"})
 SLEEPERS = [0, 2]
 #: (attack.name, attack.params, attack.knowledge, byzantine) of each point; one sweep entry each
-POINTS = [(name, {}, "white_box", {}) for name in registry.names("attack") if name != "sleeper"] + [
+SIMULATING = ("optimal_alie", "optimal_ipm")  # they simulate the server: refused behind DiverseFL's filter
+POINTS = [(name, {}, "white_box", {}) for name in registry.names("attack") if name not in ("sleeper", *SIMULATING)] + [
+    *((name, {}, "white_box", {"aggregator.name": "trmean", "aggregator.params": {}}) for name in SIMULATING),
     ("diversefl_adaptive", {"search": True}, "white_box", {}),
     ("diversefl_adaptive", {"search": True}, "realistic", {}),
     ("sleeper", {}, "white_box", {"byzantine.model": "fixed", "byzantine.clients": SLEEPERS}),

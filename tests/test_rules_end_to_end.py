@@ -93,7 +93,8 @@ def test_diversefl_filter_in_front_of_another_rule(tmp_path: Path):
 def test_unknown_rule_is_refused_when_the_config_loads_naming_the_choices():
     with pytest.raises(ConfigError, match=r"aggregator.name='krun' is not one of .*krum.*Did you mean 'krum'"):
         resolve(from_tree(tree_for({"name": "krun"})))
-    with pytest.raises(ConfigError, match="aggregator.pre\\[0\\]='nmm' is not one of bucketing, nnm"):
+    with pytest.raises(ConfigError,
+                       match="aggregator.pre\\[0\\]='nmm' is not one of arc, bucketing, clipping, nnm. Did you mean 'nnm'"):
         resolve(from_tree(tree_for({"name": "median", "pre": ["nmm"]})))
     with pytest.raises(ConfigError, match="aggregator.params.beta is not a parameter of rule krum"):
         resolve(from_tree(tree_for({"name": "krum", "params": {"beta": 0.2}})))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import attacks, byzantine, clients, filters, models, rules, schedules  # noqa: F401 - import registers them
 from .attacks import Attack
 from .config import ExperimentConfig, from_mapping
-from .data import datasets, partition  # noqa: F401 - import registers them
+from .data import byzfl_partitions, datasets, partition  # noqa: F401 - import registers them
 from .errors import ConfigError
 from .filters import Filter
 from .registry import choose, get

@@ -1,0 +1,163 @@
+"""ByzFL's data distributions and models in mpifl, against byzfl.fed_framework 0.0.11: partitions index for index
+given the same draws and statistically over seeds; models parameter for parameter, output for output and, through
+mpifl's per-client gradient code, gradient for gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from byzfl.fed_framework import data_distributor as dd
+from byzfl.fed_framework import models as byz_models
+from torch.utils.data import DataLoader
+
+from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
+from mpifl.config import ConfigError
+from mpifl.data.partition import partition, shards
+from mpifl.models.gradients import batched_grads
+from mpifl.models.networks import FlatModel
+from mpifl.rng import Purpose, numpy_rng
+
+C, N_POINTS, CLIENTS = 10, 1200, 7
+
+
+class Labels(torch.utils.data.Dataset):
+    """A dataset of labels only, with the ``targets`` attribute ByzFL's distributor reads."""
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.targets[i])
+
+
+def labels(seed: int = 0, n: int = N_POINTS) -> torch.Tensor:
+    return torch.randint(0, C, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def byzfl_split(name: str, y: torch.Tensor, parameter: float | None) -> list[np.ndarray]:
+    params = {"data_distribution_name": name, "nb_honest": CLIENTS, "data_loader": DataLoader(Labels(y)),
+              "batch_size": 5}
+    if parameter is not None:
+        params["distribution_parameter"] = parameter
+    return [np.asarray(loader.dataset.indices, dtype=np.int64) for loader in dd.DataDistributor(params).split_data()]
+
+
+def ours(name: str, y: torch.Tensor, alpha: float, seed: int) -> list[np.ndarray]:
+    return partition(name, y, CLIENTS, alpha, seed)
+
+
+def counts(parts: list[np.ndarray], y: torch.Tensor) -> np.ndarray:
+    """[clients, classes] class histogram of each client."""
+    return np.stack([np.bincount(y.numpy()[p], minlength=C) for p in parts])
+
+
+def test_extreme_niid_is_byzfl_and_shards():
+    y = labels()
+    split = ours("extreme_niid", y, 0.5, 1)
+    for a, b, c in zip(split, byzfl_split("extreme_niid", y, None), shards(y, CLIENTS)):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 1.0])
+def test_gamma_similarity_is_byzfl_given_the_same_shuffle(gamma: float, monkeypatch):
+    y = labels(1)
+    seed = 4
+    permutation = numpy_rng(seed, Purpose.PARTITION).permutation(int(N_POINTS * gamma))
+    monkeypatch.setattr(dd.random, "shuffle", lambda idx: idx.__setitem__(slice(None), [idx[i] for i in permutation]))
+    for a, b in zip(ours("gamma_similarity_niid", y, gamma, seed), byzfl_split("gamma_similarity_niid", y, gamma)):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 10.0])
+def test_dirichlet_niid_is_byzfl_given_the_same_draw(alpha: float, monkeypatch):
+    y = labels(2)
+    seed = 6
+    draw = numpy_rng(seed, Purpose.PARTITION).dirichlet(np.repeat(alpha, CLIENTS), size=C)
+    monkeypatch.setattr(dd.np.random, "dirichlet", lambda *args, **kwargs: draw)
+    for a, b in zip(ours("dirichlet_niid", y, alpha, seed), byzfl_split("dirichlet_niid", y, alpha)):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,alpha,tolerance", [("dirichlet_niid", 0.3, 0.05), ("dirichlet_niid", 3.0, 0.03),
+                                                   ("gamma_similarity_niid", 0.5, 0.01)])
+def test_class_histograms_match_byzfl_over_seeds(name: str, alpha: float, tolerance: float):
+    """Mean over 40 seeds and the classes of each class's client shares sorted in decreasing order (the shape of the
+    skew, whichever client gets it; ~3.5 standard errors of the difference): the same within ``tolerance``; every
+    point is placed exactly once."""
+    y = labels(3)
+
+    def profile(parts: list[np.ndarray]) -> np.ndarray:
+        assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(N_POINTS))
+        share = counts(parts, y) / np.bincount(y.numpy(), minlength=C)
+        return -np.sort(-share, axis=0).mean(axis=1)
+
+    mine = np.mean([profile(ours(name, y, alpha, s)) for s in range(40)], axis=0)
+    theirs = []
+    for s in range(40):
+        np.random.seed(s)
+        dd.random.seed(s)
+        theirs.append(profile(byzfl_split(name, y, alpha)))
+    assert np.abs(mine - np.mean(theirs, axis=0)).max() < tolerance
+
+
+def test_gamma_must_be_a_fraction():
+    with pytest.raises(ConfigError, match="data.alpha=1.5 is γ"):
+        ours("gamma_similarity_niid", labels(), 1.5, 0)
+
+
+# ------------------------------------------------------------------ models
+
+MODELS = [("fc_mnist", byz_models.fc_mnist, (1, 28, 28)), ("logreg_mnist", byz_models.logreg_mnist, (1, 28, 28)),
+          ("cnn_mnist", byz_models.cnn_mnist, (1, 28, 28)), ("cnn_cifar", byz_models.cnn_cifar, (3, 32, 32)),
+          ("resnet18", byz_models.ResNet18, (3, 32, 32))]
+
+
+def pair(name: str, byzfl_cls, shape):  # type: ignore[no-untyped-def]
+    """(ours, ByzFL's) with ByzFL's parameters copied into ours in order."""
+    torch.manual_seed(0)
+    theirs = byzfl_cls()
+    mine = registry.get("model", name)(shape, 10, hidden=200)
+    flat = torch.cat([p.detach().flatten() for p in theirs.parameters()])
+    torch.nn.utils.vector_to_parameters(flat, mine.parameters())
+    return mine, theirs
+
+
+@pytest.mark.parametrize("name,byzfl_cls,shape", MODELS, ids=[m[0] for m in MODELS])
+def test_parameters_and_outputs_are_byzfls(name: str, byzfl_cls, shape):
+    mine, theirs = pair(name, byzfl_cls, shape)
+    assert [p.shape for p in mine.parameters()] == [p.shape for p in theirs.parameters()]
+    assert FlatModel(mine).dim == sum(p.numel() for p in theirs.parameters())
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
+    out, expected = mine(x), theirs.train()(x)  # ByzFL's clients compute gradients in train mode
+    assert out.shape == (4, 10)
+    if name == "fc_mnist":  # logits here, log-probabilities there: the same cross-entropy
+        out = F.log_softmax(out, dim=1)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_models_refuse_other_input_shapes():
+    with pytest.raises(ConfigError, match="model.name=resnet18 is ByzFL's network for 3x32x32 inputs"):
+        registry.get("model", "resnet18")((1, 28, 28), 10, hidden=200)
+
+
+@pytest.mark.parametrize("name,byzfl_cls,shape", MODELS[2:], ids=[m[0] for m in MODELS[2:]])
+def test_per_client_gradients_are_byzfls_train_mode_gradients(name: str, byzfl_cls, shape):
+    """mpifl's vmapped per-client gradients (BatchNorm on each client's own batch) against ByzFL's model trained one
+    client at a time (NLLLoss on cnn_mnist's log-probabilities, cross-entropy on the others' logits)."""
+    mine, theirs = pair(name, byzfl_cls, shape)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(2, 3, *shape, generator=g), torch.randint(0, 10, (2, 3), generator=g)
+    w = torch.full((2, 3), 1 / 3)
+    flat = FlatModel(mine)
+    grads = batched_grads(flat, flat.flatten(), x, y, w, chunk=2)
+    theirs.train()
+    for j in range(2):
+        theirs.zero_grad()
+        F.cross_entropy(theirs(x[j]), y[j]).backward()
+        expected = torch.cat([p.grad.flatten() for p in theirs.parameters()])
+        torch.testing.assert_close(grads[j], expected, rtol=1e-4, atol=1e-5)
