@@ -114,6 +114,7 @@ class TrainConfig:
     batch_size: int | None = None
     batch_fraction: float | None = 0.1
     weight_decay: float = 5e-4  # lambda in eq. 4/13, applied by the server
+    momentum: float = 0.0  # beta of each client's m_j <- beta m_j + (1 - beta) g_j, uploaded instead of g_j (ByzFL's DSGD)
     lr: LrConfig = field(default_factory=LrConfig)
     eval_every: int = 10
     device: str = "auto"
@@ -124,6 +125,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         exactly_one("train", "batch_size", self.batch_size, "batch_fraction", self.batch_fraction)
         _positive("train.weight_decay", self.weight_decay, strict=False)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum={self.momentum} must be in [0, 1) (0: plain gradients).")
         _positive("train.eval_every", self.eval_every)
         _choice("train.device", self.device, DEVICES)
         _positive("train.client_chunk", self.client_chunk)
