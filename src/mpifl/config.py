@@ -63,14 +63,15 @@ class DataConfig:
     root: str | None = None  # None: $MPIFL_DATA_ROOT, then ./data
     download: bool = True
     partition: str = "shards"  # the paper: sort by class, cut into n shards
-    alpha: float = 0.5  # Dirichlet concentration, partition=dirichlet only
+    alpha: float = 0.5  # the partition's parameter: Dirichlet concentration, gamma_similarity_niid's gamma
     scale: str = "standardize"  # unit: x/255, raw: 0..255 (Fig. 2), standardize: (x/255 - mean)/std
     synthetic_train: int = 2000  # sizes of the dataset=synthetic stand-in
     synthetic_test: int = 500
 
     def __post_init__(self) -> None:
         _choice("data.scale", self.scale, SCALES)
-        _positive("data.alpha", self.alpha)
+        # gamma_similarity_niid's gamma (ByzFL's distribution_parameter) may be 0: every point sorted by class
+        _positive("data.alpha", self.alpha, strict=self.partition != "gamma_similarity_niid")
         _positive("data.synthetic_train", self.synthetic_train)
         _positive("data.synthetic_test", self.synthetic_test)
 
