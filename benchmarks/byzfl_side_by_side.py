@@ -27,14 +27,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def config(data_root: str, steps: int, seeds: int, results: str) -> dict:
+def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[float, ...] = (1.0, 0.5)) -> dict:
     return {
         "benchmark_config": {
             "training_algorithm": {"name": "DSGD", "parameters": {}},
             "nb_steps": steps, "device": "cpu", "training_seed": 0, "nb_training_seeds": seeds,
             "nb_honest_clients": 10, "f": [1, 3], "size_train_set": 1.0,
             "data_distribution_seed": 0, "nb_data_distribution_seeds": 1,
-            "data_distribution": [{"name": "gamma_similarity_niid", "distribution_parameter": [1.0, 0.5]}],
+            "data_distribution": [{"name": "gamma_similarity_niid", "distribution_parameter": list(gammas)}],
         },
         "model": {"name": "fc_mnist", "dataset_name": "mnist", "nb_labels": 10, "loss": "NLLLoss",
                   "learning_rate": 0.1, "learning_rate_decay": 1.0, "milestones": []},
@@ -65,16 +65,18 @@ def main() -> None:
     ap.add_argument("--data-root", default=os.environ.get("MPIFL_DATA_ROOT", "/work/shared/data"))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--gammas", default="1.0,0.5", help="gamma_similarity_niid levels, comma-separated.")
     ap.add_argument("--work", default="byzfl_side_by_side")
     ap.add_argument("--skip-byzfl", action="store_true", help="Reuse ByzFL's results in WORK/byzfl.")
     args = ap.parse_args()
+    gammas = tuple(float(g) for g in args.gammas.split(","))
     work = Path(args.work).resolve()
     (work / "byzfl").mkdir(parents=True, exist_ok=True)
     (work / "mpifl").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
-    spec = config(args.data_root, args.steps, args.seeds, str(work / "byzfl" / "results"))
+    spec = config(args.data_root, args.steps, args.seeds, str(work / "byzfl" / "results"), gammas)
     (work / "byzfl" / "config.json").write_text(json.dumps(spec, indent=2))
     byzfl_code = ("import torch; torch.set_num_threads(1); "
                   "from byzfl.benchmark.benchmark import run_benchmark; run_benchmark(1)")
@@ -82,14 +84,14 @@ def main() -> None:
         timed([sys.executable, "-c", byzfl_code], work / "byzfl", env)
     (work / "byzfl" / "wall.txt").write_text(str(t_byzfl))
 
-    mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"))
+    mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"), gammas)
     (work / "mpifl" / "config.json").write_text(json.dumps(mspec, indent=2))
     t_mpifl = timed([sys.executable, "-m", "mpifl", "byzfl", "run", str(work / "mpifl" / "config.json"), "--local",
                      "--quiet", "--plugin", str(HERE / "byzfl_shim.py")], work / "mpifl", env)
 
     rows = []
     for f in (1, 3):
-        for gamma in (1.0, 0.5):
+        for gamma in gammas:
             for agg in ("TrMean", "GeometricMedian"):
                 for attack in ("SignFlipping", "ALittleIsEnough"):
                     name = (f"mnist_fc_mnist_n_{10 + f}_f_{f}_d_{f}_gamma_similarity_niid_{gamma}_{agg}_NNM_{attack}_"
