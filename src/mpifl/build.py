@@ -84,6 +84,13 @@ def resolve(cfg: ExperimentConfig) -> Plan:
     if cfg.train.clients_per_round is not None and clients_cls.every_round:
         raise ConfigError(f"train.clients_per_round needs clients that may skip rounds; aggregator.name={agg.name}'s "
                           "clients update their model copies every round. Leave it null.")
+    if cfg.train.momentum > 0:
+        if cfg.train.clients_per_round is not None:
+            raise ConfigError(f"train.momentum={cfg.train.momentum} keeps per-client state, which a client sampled now "
+                              "and then (train.clients_per_round) would hold stale; set one of them to 0/null.")
+        if clients_cls.every_round:
+            raise ConfigError(f"train.momentum needs clients that upload gradients; aggregator.name={agg.name}'s "
+                              "clients upload model copies. Set train.momentum to 0.")
     return Plan(rule, plan_filters, observers, pre, Component(cfg.attack.name, attack_cls, attack_params), clients_cls)
 
 

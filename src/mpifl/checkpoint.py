@@ -1,9 +1,9 @@
 """Checkpoints beside the HDF5 file (``RUN.h5.ckpt``), written atomically by rank 0.
 
 A run's randomness is keyed by (seed, purpose, round, client) (mpifl.rng) and the Markov Byzantine state is replayed
-from round 1, so the state needed to continue bit-identically is small: the round, theta, the client models of RSA
-and the server rule's state (centered clipping's momentum). The file is a NumPy ``.npz`` read with
-``allow_pickle=False``: a checkpoint can hold numbers, never code.
+from round 1, so the state needed to continue bit-identically is small: the round, theta, the per-client state (RSA's
+model copies, or the clients' momentum under ``train.momentum``) and the server rule's state (centered clipping's
+centre). The file is a NumPy ``.npz`` read with ``allow_pickle=False``: a checkpoint can hold numbers, never code.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
 class Checkpoint:
     round: int
     theta: np.ndarray  # [d] float32
-    client_models: np.ndarray | None  # [n, d] float32 (RSA) or None
+    client_models: np.ndarray | None  # [n, d] float32 per-client state (RSA's models, clients' momentum) or None
     config_yaml: str
     rule_state: dict[str, np.ndarray] = field(default_factory=dict)  # the server rule's state (centered clipping)
 

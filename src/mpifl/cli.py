@@ -176,6 +176,85 @@ def sweep(sweep_file: str, list_points: bool, index: int | None, run_all: bool, 
             click.echo(sw.run_point(p, None if quiet else sys.stderr))
 
 
+@main.group()
+def byzfl() -> None:
+    """ByzFL benchmark JSON files, run by mpifl: list the grid, run points, report ByzFL's evaluation (docs/byzfl.md)."""
+
+
+def _byzfl_points(config_json: str, out_dir: str | None, data_root: str | None, overrides: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    from .byzfl.translate import load_json, points
+
+    return points(load_json(config_json), out_dir, data_root, overrides)
+
+
+_out_dir_option = click.option("--out-dir", type=click.Path(file_okay=False),
+                               help="Folder for the run files (default: the JSON's results_directory).")
+
+
+@byzfl.command("list")
+@click.argument("config_json", type=click.Path(dir_okay=False))
+@_out_dir_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override a value in every run.")
+@_data_root_option
+def byzfl_list(config_json: str, out_dir: str | None, overrides: tuple[str, ...], data_root: str | None) -> None:
+    """Print ByzFL's grid as mpifl runs: index, status, output file."""
+    from . import sweep as sw
+
+    with _errors_as_one_line():
+        for p in _byzfl_points(config_json, out_dir, data_root, overrides):
+            click.echo(f"{p.index:4d}  {sw.status(p):9s}  {p.out}")
+
+
+@byzfl.command("run")
+@click.argument("config_json", type=click.Path(dir_okay=False))
+@click.option("--index", type=click.IntRange(min=0), help="Run one point (e.g. $SLURM_ARRAY_TASK_ID).")
+@click.option("--local", "run_all", is_flag=True, help="Run every point here, one after the other.")
+@_out_dir_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE", help="Override a value in every run.")
+@_data_root_option
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_plugin_option
+def byzfl_run(config_json: str, index: int | None, run_all: bool, out_dir: str | None, overrides: tuple[str, ...],
+              data_root: str | None, quiet: bool, plugins: tuple[str, ...]) -> None:
+    """Run ByzFL's grid (all of it with --local, one point with --index); finished runs are skipped, checkpointed
+    ones resumed. Under mpirun every rank runs the same point."""
+    from . import sweep as sw
+    from .build import resolve
+
+    if [index is not None, run_all].count(True) != 1:
+        raise click.UsageError("give exactly one of --index I, --local.")
+    with _errors_as_one_line():
+        _load_plugins(plugins)
+        threads.configure()
+        points = _byzfl_points(config_json, out_dir, data_root, overrides)
+        if index is not None and index >= len(points):
+            raise ConfigError(f"--index {index} is out of range: {config_json} has points 0..{len(points) - 1}.")
+        chosen = points if run_all else [points[index]]  # type: ignore[index]
+        for p in chosen:  # every name checked before the first run starts
+            try:
+                resolve(p.config)
+            except ConfigError as exc:
+                raise ConfigError(f"ByzFL point {p.index} ({p.out.name}): {exc}") from None
+        for p in chosen:
+            p.out.parent.mkdir(parents=True, exist_ok=True)
+            click.echo(sw.run_point(p, None if quiet else sys.stderr))
+
+
+@byzfl.command("report")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="report/byzfl", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the table (Markdown, CSV), heatmaps and accuracy curves.")
+def byzfl_report(runs: tuple[str, ...], out_dir: str) -> None:
+    """ByzFL's evaluation of RUNS (HDF5 files, folders, quoted globs): per aggregator, f and heterogeneity, the
+    learning rate whose worst accuracy over the attacks is best; heatmaps over f x heterogeneity; accuracy curves."""
+    from . import report as rep
+    from .byzfl import evaluate
+
+    with _errors_as_one_line():
+        written = evaluate.report(rep.expand(list(runs)), Path(out_dir))
+    click.echo(f"-> {', '.join(str(p) for p in written)}")
+
+
 @main.command()
 def configs() -> None:
     """The bundled configs, by the name `mpifl train -c NAME` and `mpifl sweep NAME` take."""

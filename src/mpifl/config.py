@@ -63,14 +63,15 @@ class DataConfig:
     root: str | None = None  # None: $MPIFL_DATA_ROOT, then ./data
     download: bool = True
     partition: str = "shards"  # the paper: sort by class, cut into n shards
-    alpha: float = 0.5  # Dirichlet concentration, partition=dirichlet only
+    alpha: float = 0.5  # the partition's parameter: Dirichlet concentration, gamma_similarity_niid's gamma
     scale: str = "standardize"  # unit: x/255, raw: 0..255 (Fig. 2), standardize: (x/255 - mean)/std
     synthetic_train: int = 2000  # sizes of the dataset=synthetic stand-in
     synthetic_test: int = 500
 
     def __post_init__(self) -> None:
         _choice("data.scale", self.scale, SCALES)
-        _positive("data.alpha", self.alpha)
+        # gamma_similarity_niid's gamma (ByzFL's distribution_parameter) may be 0: every point sorted by class
+        _positive("data.alpha", self.alpha, strict=self.partition != "gamma_similarity_niid")
         _positive("data.synthetic_train", self.synthetic_train)
         _positive("data.synthetic_test", self.synthetic_test)
 
@@ -114,6 +115,7 @@ class TrainConfig:
     batch_size: int | None = None
     batch_fraction: float | None = 0.1
     weight_decay: float = 5e-4  # lambda in eq. 4/13, applied by the server
+    momentum: float = 0.0  # beta of each client's m_j <- beta m_j + (1 - beta) g_j, uploaded instead of g_j (ByzFL's DSGD)
     lr: LrConfig = field(default_factory=LrConfig)
     eval_every: int = 10
     device: str = "auto"
@@ -124,6 +126,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         exactly_one("train", "batch_size", self.batch_size, "batch_fraction", self.batch_fraction)
         _positive("train.weight_decay", self.weight_decay, strict=False)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum={self.momentum} must be in [0, 1) (0: plain gradients).")
         _positive("train.eval_every", self.eval_every)
         _choice("train.device", self.device, DEVICES)
         _positive("train.client_chunk", self.client_chunk)

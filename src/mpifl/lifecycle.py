@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .config import ExperimentConfig, to_yaml, tree_from_yaml
+from .config import ExperimentConfig, from_tree, to_tree, to_yaml, tree_from_yaml
 from .errors import ConfigError
 from .metrics import recorded_rounds
 from .transport import Transport
@@ -98,8 +98,9 @@ class StopSignals:
 
 
 def _comparable(config_yaml: str) -> dict:
-    """A config tree without what may change on resume: the round budget and where the data lives."""
-    tree = tree_from_yaml(config_yaml, "the stored config")
+    """A config tree without what may change on resume: the round budget and where the data lives. Read through the
+    config classes, so a run stored before a key existed (train.momentum) compares with its default."""
+    tree = to_tree(from_tree(tree_from_yaml(config_yaml, "the stored config")))
     tree.pop("rounds")
     tree["data"].pop("root")
     return tree

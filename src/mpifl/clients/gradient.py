@@ -1,5 +1,7 @@
 """Clients of gradient-based rules: each uploads z_j = g_j (eq. 3), a Byzantine one what its attack makes of it
-(eq. 5); Noisy Median's honest clients add Gaussian noise first."""
+(eq. 5); Noisy Median's honest clients add Gaussian noise first. With ``train.momentum`` = beta > 0 each client keeps
+m_j <- beta m_j + (1 - beta) g_j (m_j = 0 before round 1) and uploads m_j instead (ByzFL's DSGD); a Byzantine client's
+own vector, the one a client-side attack tampers with, is its momentum too."""
 
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ class GradientClients:
         self.batch_length, self.scaling = batch_length, scaling
         self.attack, self.rule_params = attack, rule_params
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
+        # [k, d] momentum of the hosted clients (train.momentum > 0 only): per-client state, kept in checkpoints
+        self.momentum = theta0.new_zeros((len(clients), flat.dim)) if cfg.train.momentum > 0 else None
 
     def host(self, clients: list[ClientData]) -> None:
         """Compute for ``clients`` from now on (cross-device rounds hand each worker its share of the cohort); the
@@ -97,7 +101,16 @@ class GradientClients:
                  sampled: torch.Tensor | None = None) -> torch.Tensor:
         """The [k, d] float32 block this rank uploads in round ``round_``; zero rows for clients outside ``sampled``."""
         z = self._honest_extra(self.gradients(theta, round_, byzantine, sampled), round_, byzantine, sampled)
-        return self._forge_rows(z, round_, byzantine, sampled).contiguous()
+        return self._forge_rows(self._with_momentum(z), round_, byzantine, sampled).contiguous()
+
+    def _with_momentum(self, z: torch.Tensor) -> torch.Tensor:
+        """m <- beta m + (1 - beta) z, written into z (unchanged when train.momentum is 0; the config refuses momentum
+        with train.clients_per_round, so every hosted client computes every round)."""
+        if self.momentum is None:
+            return z
+        beta = self.cfg.train.momentum
+        self.momentum.mul_(beta).add_(z, alpha=1 - beta)
+        return z.copy_(self.momentum)
 
     def _honest_extra(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor,
                       sampled: torch.Tensor | None) -> torch.Tensor:
@@ -105,11 +118,13 @@ class GradientClients:
         return z
 
     def checkpoint_state(self) -> torch.Tensor | None:
-        """The [k, d] per-client state a checkpoint must keep (gradient clients keep none)."""
-        return None
+        """The [k, d] per-client state a checkpoint must keep: the momentum, or none (train.momentum 0)."""
+        return self.momentum
 
     def restore(self, state: torch.Tensor) -> None:
-        """Set the per-client state from a checkpoint (nothing to set for gradient clients)."""
+        """Set the per-client state from a checkpoint."""
+        if self.momentum is not None:
+            self.momentum = state.to(self.momentum.device, copy=True)
 
 
 @register("clients", "noisy")
