@@ -7,7 +7,6 @@ SignFlipping and ALittleIsEnough, fc_mnist on MNIST, one learning rate. ByzFL re
 data_folder (the torchvision layout, MNIST/raw/*-ubyte: no download when the files are there). Both run one process
 with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)); wall times are whole processes (start-up and data
 loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall times.
-Components mpifl's branch lacks come from benchmarks/byzfl_shim.py (--plugin).
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ def main() -> None:
     mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"), gammas)
     (work / "mpifl" / "config.json").write_text(json.dumps(mspec, indent=2))
     t_mpifl = timed([sys.executable, "-m", "mpifl", "byzfl", "run", str(work / "mpifl" / "config.json"), "--local",
-                     "--quiet", "--plugin", str(HERE / "byzfl_shim.py")], work / "mpifl", env)
+                     "--quiet"], work / "mpifl", env)
 
     rows = []
     for f in (1, 3):

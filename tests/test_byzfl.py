@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mpifl import build
+from mpifl import build, registry
 from mpifl.byzfl import evaluate, names, translate
 from mpifl.cli import main
 from mpifl.config import from_tree
@@ -16,7 +16,7 @@ from mpifl.errors import ConfigError
 
 from .conftest import small_tree
 
-#: Uses names registered on this branch (mpifl's mlp/iid stand in where ByzFL's fc_mnist/gamma partition are not).
+#: A small grid (mpifl's mlp and iid shards keep it fast; the real names are checked in the test below).
 SMALL = {
     "benchmark_config": {"nb_steps": 4, "training_seed": 0, "nb_training_seeds": 2, "nb_honest_clients": 4, "f": [1, 2],
                          "data_distribution": [{"name": "iid"}, {"name": "dirichlet_niid", "distribution_parameter": [0.5]}]},
@@ -97,7 +97,7 @@ def test_diversefl_comes_from_the_same_json():
     data["aggregator"] = [{"name": "DiverseFL", "parameters": {"sample_fraction": 0.05}},
                           {"name": "DiverseFLPlus", "parameters": {"kappa": 0.5}}]
     data["pre_aggregators"] = []
-    points = translate.points(data, overrides=("model.name=mlp",))  # fc_mnist: not registered on this branch
+    points = translate.points(data, overrides=("model.name=mlp",))  # a small model for speed
     assert points[0].config.aggregator.name == "diversefl"
     assert points[0].config.aggregator.params == {"sample_fraction": 0.05}  # ByzFL's f is not DiverseFL's
     plus = next(p for p in points if p.config.aggregator.name == "diversefl_plus")
@@ -113,12 +113,20 @@ def test_names_table_uses_the_agreed_registry_names():
         "Meamed": "meamed", "CAF": "caf", "SMEA": "smea", "NNM": "nnm", "Bucketing": "bucketing",
         "Clipping": "clipping", "ARC": "arc", "SignFlipping": "mean_sign_flip", "InnerProductManipulation": "ipm",
         "Optimal_InnerProductManipulation": "optimal_ipm", "ALittleIsEnough": "alie",
-        "Optimal_ALittleIsEnough": "optimal_alie", "Mimic": "mimic", "Inf": "inf", "Gaussian": "gaussian_vectors",
-        "LabelFlipping": "label_flipping"}.items()
+        "Optimal_ALittleIsEnough": "optimal_alie", "Mimic": "mimic", "Inf": "inf", "Gaussian": "gaussian_vectors"}.items()
+
+
+def test_every_translated_name_is_a_registered_mpifl_choice():
+    kinds = ((names.AGGREGATORS, "rule"), (names.PRE_AGGREGATORS, "pre"), (names.ATTACKS, "attack"))
+    for table, kind in kinds:
+        for byzfl_name, component in table.items():
+            assert component.name in registry.names(kind), (byzfl_name, component.name)
+    assert {p for p, _ in names.DISTRIBUTIONS.values()} <= set(registry.names("partition"))
+    assert set(names.MODELS.values()) <= set(registry.names("model"))
 
 
 def test_cli_runs_a_point_with_registered_stand_ins(tmp_path: Path):
-    """mpifl's own mlp and synthetic data stand in for fc_mnist/MNIST (not registered on this branch)."""
+    """A point runs end to end (mpifl's mlp and synthetic data for speed)."""
     import json
 
     data = copy.deepcopy(SMALL)

@@ -5,8 +5,8 @@ A component maps ByzFL's parameter names to mpifl's (``params``; a callable turn
 are mpifl parameters that make the mpifl component behave as ByzFL's (GeometricMedian runs all T steps). ByzFL gives
 every aggregator and pre-aggregator the declared number of Byzantine clients as ``f``; a component whose ``params``
 has no ``f`` does not take it (ByzFL drops it too). A ByzFL parameter outside ``params`` is refused, never dropped.
-Names that mpifl has not registered yet (``mda``, ``optimal_alie``, …) translate all the same; ``build.resolve``
-says "not one of …" when such a run starts on a branch without them.
+ByzFL's LabelFlipping (the honest clients' flipped-label mean, sent by every Byzantine client) and its ResNets
+beyond ResNet-18 have no counterpart yet and are refused by name.
 """
 
 from __future__ import annotations
@@ -25,6 +25,17 @@ def _trmean_beta(f: Any, clients: int) -> dict[str, Any]:
     while math.floor(beta * clients) < f:
         beta = math.nextafter(beta, 1.0)
     return {"beta": beta}
+
+
+def _krum_f(f: Any, clients: int) -> dict[str, Any]:
+    """ByzFL's Krum scores a vector by its n − f − 1 nearest others, mpifl's by its k − f − 2: mpifl's f is ByzFL's
+    f − 1 (so ByzFL's f = 0, every other vector, has no mpifl counterpart: refused by mpifl's f >= 0)."""
+    return {"f": f - 1}
+
+
+def _multi_krum_f(f: Any, clients: int) -> dict[str, Any]:
+    """As :func:`_krum_f`, and ByzFL averages the n − f best-scored vectors."""
+    return {"f": f - 1, "m": clients - f}
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,8 @@ AGGREGATORS: dict[str, Component] = {
     "Median": Component("median"),
     "TrMean": Component("trmean", {"f": _trmean_beta}),
     "GeometricMedian": Component("geomed", {"nu": "nu", "T": "iterations"}, {"nu": 0.1, "T": 3}, {"tolerance": 0.0}),
-    "Krum": Component("krum", _same("f")),
-    "MultiKrum": Component("multi_krum", _same("f")),
+    "Krum": Component("krum", {"f": _krum_f}),
+    "MultiKrum": Component("multi_krum", {"f": _multi_krum_f}),
     "CenteredClipping": Component("centered_clipping", {"L": "iterations", "tau": "tau"}, {"L": 1, "tau": 100.0}),
     "MDA": Component("mda", _same("f")),
     "MoNNA": Component("monna", _same("f", "idx")),
@@ -62,7 +73,7 @@ AGGREGATORS: dict[str, Component] = {
 PRE_AGGREGATORS: dict[str, Component] = {
     "NNM": Component("nnm", _same("f")),
     "Bucketing": Component("bucketing", _same("s"), {"s": 1}),
-    "Clipping": Component("clipping", _same("c"), {"c": 2.0}),
+    "Clipping": Component("clipping", {"c": "threshold"}, {"c": 2.0}),
     "ARC": Component("arc", _same("f")),
 }
 
@@ -77,7 +88,6 @@ ATTACKS: dict[str, Component] = {
     "Mimic": Component("mimic", {"epsilon": "target"}, {"epsilon": 0}),
     "Inf": Component("inf"),
     "Gaussian": Component("gaussian_vectors", _same("mu", "sigma"), {"mu": 0.0, "sigma": 1.0}),
-    "LabelFlipping": Component("label_flipping"),
 }
 
 #: ByzFL distribution → (mpifl partition, the config key its distribution_parameter goes to; None: unused)
@@ -98,6 +108,6 @@ DATASETS: dict[str, tuple[str, int, str]] = {
 
 #: ByzFL's models keep their names in mpifl (its ResNet classes in lower case).
 MODELS: dict[str, str] = {**{m: m for m in ("fc_mnist", "cnn_mnist", "logreg_mnist", "cnn_cifar")},
-                          **{f"ResNet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)}}
+                          "ResNet18": "resnet18"}
 #: Models whose output is log-probabilities (log_softmax): NLLLoss on them is the cross-entropy mpifl trains with.
 LOG_SOFTMAX_MODELS = ("fc_mnist", "cnn_mnist")
