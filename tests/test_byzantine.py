@@ -6,7 +6,7 @@ from mpifl.config import ByzantineConfig
 
 def schedule(seed: int = 0, **kw) -> ByzantineSchedule:  # type: ignore[no-untyped-def]
     classes = [{j % 10} for j in range(20)]
-    return ByzantineSchedule(ByzantineConfig(**kw), 20, seed, classes)
+    return ByzantineSchedule(ByzantineConfig(**kw), 20, seed, classes.__getitem__)
 
 
 def test_random_draws_k_per_round_reproducibly():

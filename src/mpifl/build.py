@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from . import attacks, byzantine, clients, filters, models, rules, schedules  # noqa: F401 - import registers them
 from .attacks import Attack
 from .config import ExperimentConfig, from_mapping
-from .data import byzfl_partitions, datasets, partition  # noqa: F401 - import registers them
+from .data import byzfl_partitions, datasets, partition, population  # noqa: F401 - import registers them
 from .errors import ConfigError
 from .filters import Filter
-from .registry import choose, get
+from .registry import NoParams, choose, get
 from .rules import PreAggregator, Rule
 
 
@@ -41,12 +41,13 @@ class Plan:
     pre: tuple[Component, ...]
     attack: Component
     clients: type  # the client side the rule needs (mpifl.clients)
+    data: object  # the dataset's Params (data.params; a generated population's, e.g. leaf_synthetic)
 
 
 def resolve(cfg: ExperimentConfig) -> Plan:
     """Resolve every name of ``cfg`` and build every Params; ConfigError (one line) on the first problem."""
     choose("model.name", "model", cfg.model.name)
-    choose("data.dataset", "dataset", cfg.data.dataset)
+    data = _data_params(cfg)
     choose("data.partition", "partition", cfg.data.partition)
     choose("byzantine.model", "byzantine", cfg.byzantine.model)
     choose("train.lr.schedule", "lr_schedule", cfg.train.lr.schedule)
@@ -91,7 +92,17 @@ def resolve(cfg: ExperimentConfig) -> Plan:
         if clients_cls.every_round:
             raise ConfigError(f"train.momentum needs clients that upload gradients; aggregator.name={agg.name}'s "
                               "clients upload model copies. Set train.momentum to 0.")
-    return Plan(rule, plan_filters, observers, pre, Component(cfg.attack.name, attack_cls, attack_params), clients_cls)
+    return Plan(rule, plan_filters, observers, pre, Component(cfg.attack.name, attack_cls, attack_params), clients_cls,
+                data)
+
+
+def _data_params(cfg: ExperimentConfig) -> object:
+    """``data.params`` as the chosen dataset's Params (a dataset to partition takes none)."""
+    dataset = choose("data.dataset", "dataset", cfg.data.dataset)
+    params = from_mapping(getattr(dataset, "Params", NoParams), cfg.data.params, prefix="data.params.")
+    if getattr(dataset, "population", False) and cfg.data.scale != "raw":
+        raise ConfigError(f"data.dataset={cfg.data.dataset} holds float features, not images: set data.scale=raw.")
+    return params
 
 
 def _check_rows(cfg: ExperimentConfig, rule: Component, pre: tuple[Component, ...]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .config import ByzantineConfig
@@ -18,10 +20,12 @@ class ByzantineSchedule:
     replayed from round 1 when an earlier round is asked for (cheap: n coin flips per round).
     """
 
-    def __init__(self, cfg: ByzantineConfig, n: int, seed: int, client_classes: list[set[int]]) -> None:
+    def __init__(self, cfg: ByzantineConfig, n: int, seed: int, client_classes: Callable[[int], set[int]]) -> None:
         self.cfg, self.n, self.seed = cfg, n, seed
         self._draw = choose("byzantine.model", "byzantine", cfg.model)
-        self.eligible = torch.tensor([cfg.markov_class in c for c in client_classes], dtype=torch.bool)
+        # which clients hold markov_class: asked of every client only when the Markov model needs it
+        self.eligible = torch.tensor([cfg.markov_class in client_classes(j) for j in range(n)], dtype=torch.bool) \
+            if cfg.model == "markov" else None
         self._reset()
 
     def _reset(self) -> None:

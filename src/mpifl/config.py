@@ -67,6 +67,7 @@ class DataConfig:
     scale: str = "standardize"  # unit: x/255, raw: 0..255 (Fig. 2), standardize: (x/255 - mean)/std
     synthetic_train: int = 2000  # sizes of the dataset=synthetic stand-in
     synthetic_test: int = 500
+    params: dict[str, Any] = field(default_factory=dict)  # a registered population's parameters (leaf_synthetic)
 
     def __post_init__(self) -> None:
         _choice("data.scale", self.scale, SCALES)

@@ -29,10 +29,12 @@ from .clients import ClientPool, GradientClients
 from .config import ExperimentConfig, to_yaml, validate_against_data
 from .errors import ConfigError
 from .data import datasets
-from .data.partition import fraction_size, partition
+from .data.partition import batch_sizes
+from .data.population import Partitioned, Population, load as load_population
 from .evaluation import Evaluation, evaluate
 from .filters import FilterSetup
-from .filters.diversefl import DiverseFLFilter, GuidingGradients, Params as DiverseFLParams, guiding_samples
+from .filters.diversefl import (DiverseFLFilter, GuidingGradients, Params as DiverseFLParams, SampleSource,
+                                guiding_samples)
 from .lifecycle import (Clock, OutputError, Preempted, SetupError, StopSignals, agreed, checkpoint_to_resume,
                         save_checkpoint)
 from .metrics import RoundRecord, RunWriter
@@ -76,60 +78,66 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     place = resolve(tp.rank, tp.size, tp.local_rank, cfg.clients, cfg.train.device, cfg.train.deterministic)
     if place.is_server and out.exists() and not overwrite:
         raise ConfigError(f"output {out} already exists; pass --overwrite or choose another --out.")
-    pipeline = Pipeline.build(resolve_names(cfg), cfg)
-    ds = datasets.load(cfg.data.dataset, cfg.data.root, cfg.data.download,
-                       (cfg.data.synthetic_train, cfg.data.synthetic_test))
-    parts = partition(cfg.data.partition, ds.train_y, cfg.clients, cfg.data.alpha, cfg.seed)
-    sizes = [len(p) for p in parts]
-    validate_against_data(cfg, sizes, ds.num_classes)
+    plan = resolve_names(cfg)
+    pipeline = Pipeline.build(plan, cfg)
+    population = load_population(cfg, plan.data)
+    sizes = population.sizes()
+    validate_against_data(cfg, sizes, population.num_classes)
     for f in pipeline.all_filters:
         f.check_data(sizes)
-    pipeline.attack.check_classes(ds.num_classes)
-    scaling = datasets.Scaling(cfg.data.scale, *ds.channel_stats()).to(place.device)
+    pipeline.attack.check_classes(population.num_classes)
+    scaling = datasets.Scaling(cfg.data.scale, *population.stats()).to(place.device)
 
-    module = build(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
+    module = build(cfg.model.name, population.input_shape, population.num_classes, cfg.model.hidden)
     initialize(module, cfg.model.init, generator(cfg.seed, Purpose.INIT))
     flat = FlatModel(module.to(place.device))
     theta = flat.flatten()
 
-    batches = [fraction_size(len(p), cfg.train.batch_size, cfg.train.batch_fraction) for p in parts]
-    pool = ClientPool(ds, parts, batches, place.device)
+    batches = batch_sizes(sizes, cfg.train.batch_size, cfg.train.batch_fraction)
+    pool = ClientPool(population, batches, place.device)
     cross_device = participation.is_cohort(cfg.clients, cfg.train.clients_per_round)
     hosted = [] if cross_device else [pool.get(j) for j in place.clients]
-    clients = pipeline.clients(cfg, flat, hosted, ds.num_classes, theta, max(batches), scaling, pipeline.attack,
-                               pipeline.rule.params)
-    classes = [set(np.unique(ds.train_y.numpy()[p]).tolist()) for p in parts]
-    schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, classes)
+    clients = pipeline.clients(cfg, flat, hosted, population.num_classes, theta, int(batches.max()), scaling,
+                               pipeline.attack, pipeline.rule.params)
+    schedule = ByzantineSchedule(cfg.byzantine, cfg.clients, cfg.seed, population.classes)
 
     server, adversary, test = None, None, None
     if place.is_server:
         fixed = frozenset(cfg.byzantine.clients) if cfg.byzantine.model == "fixed" else frozenset()
-        shared = FilterSetup(flat, ds, parts, scaling, cfg.seed, pipeline.attack, fixed)
+        shared = FilterSetup(flat, population, scaling, cfg.seed, pipeline.attack, fixed, cross_device)
         for f in pipeline.all_filters:
             f.prepare(shared)
-        root = _server_gradient(flat, ds, scaling, pipeline.rule.params.root_size, cfg.seed) \
+        root = _server_gradient(flat, population, scaling, pipeline.rule.params.root_size, cfg.seed) \
             if pipeline.rule.needs.server_data else None
         server = Server(pipeline, cfg.seed, root)
         if pipeline.attack.on_rank0:
             adversary = Adversary(pipeline, cfg.aggregator.name, cfg.seed, _white_box(cfg, pipeline, shared))
-        test = (ds.test_x.to(place.device), ds.test_y.to(place.device))
+        test_x, test_y = population.test()
+        test = (test_x.to(place.device), test_y.to(place.device))
     return _Setup(place, flat, theta, clients, schedule, server, adversary, test, scaling,
                   pool if cross_device else None)
 
 
-def _white_box(cfg: ExperimentConfig, pipeline: Pipeline, shared: FilterSetup) -> GuidingGradients | None:
+def _white_box(cfg: ExperimentConfig, pipeline: Pipeline,
+               shared: FilterSetup) -> GuidingGradients | SampleSource | None:
     """The server's guiding samples, for a rank-0 attack that reads them (``attack.knowledge: white_box``): the
     DiverseFL filter's own, or (a rule without it) samples drawn the same way with DiverseFL's default size."""
     if not (pipeline.attack.needs_guiding and cfg.attack.knowledge == "white_box"):
         return None
-    own = [f.guiding for f in pipeline.all_filters if isinstance(f, DiverseFLFilter)]
-    return own[0] if own else guiding_samples(shared, DiverseFLParams())
+    own = [f.knowledge for f in pipeline.all_filters if isinstance(f, DiverseFLFilter)]
+    if own:
+        return own[0]
+    return SampleSource(shared, DiverseFLParams()) if shared.cross_device else guiding_samples(shared, DiverseFLParams())
 
 
-def _server_gradient(flat: FlatModel, ds: datasets.Dataset, scaling: datasets.Scaling, size: int,
+def _server_gradient(flat: FlatModel, population: Population, scaling: datasets.Scaling, size: int,
                      seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """θ → the gradient on the server's own root dataset (FLTrust): ``aggregator.params.root_size`` training points
     drawn uniformly by the seed, held by rank 0 only."""
+    if not isinstance(population, Partitioned):
+        raise ConfigError(f"aggregator.name=fltrust draws its root data from a dataset's training set; "
+                          f"data.dataset={type(population).registered_name} is a generated population without one.")
+    ds = population.ds
     if not 0 < size <= len(ds.train_y):
         raise ConfigError(f"aggregator.params.root_size={size} must be between 1 and the {len(ds.train_y)} training "
                           "points.")

@@ -70,6 +70,14 @@ def partition(kind: str, labels: torch.Tensor, n: int, alpha: float, seed: int) 
     return choose("data.partition", "partition", kind)(labels, n, alpha, seed)
 
 
+def batch_sizes(sizes: np.ndarray, absolute: int | None, fraction: float | None) -> np.ndarray:
+    """[n] :func:`fraction_size` of every client at once (a million clients in one vectorised pass)."""
+    if absolute is not None:
+        return np.full(len(sizes), absolute, dtype=np.int64)
+    assert fraction is not None
+    return np.maximum(1, np.round(fraction * sizes)).astype(np.int64)
+
+
 def fraction_size(total: int, absolute: int | None, fraction: float | None) -> int:
     """An absolute count, or a fraction of ``total`` rounded (at least one point)."""
     if absolute is not None:

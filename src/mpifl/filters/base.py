@@ -7,30 +7,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 import torch
 
 from ..registry import NoParams
 
 if TYPE_CHECKING:
     from ..attacks import Attack
-    from ..data.datasets import Dataset, Scaling
+    from ..data.datasets import Scaling
+    from ..data.population import Population
     from ..models import FlatModel
     from ..rules import Rule
 
 
 @dataclass(frozen=True)
 class FilterSetup:
-    """What rank 0 can give a filter before round 1: the model, each client's share of the data (index lists into
-    the training set, as the client would draw from it), and what the clients hand over before training."""
+    """What rank 0 can give a filter before round 1: the model, the population (each client's data, as the client
+    would draw from it), and what the clients hand over before training."""
 
     flat: FlatModel
-    dataset: Dataset
-    parts: list[np.ndarray]
+    population: Population
     scaling: Scaling
     seed: int
     attack: Attack  # its ``poison_sample`` hook: what a Byzantine client hands over instead of honest data
     byzantine_from_start: frozenset[int]  # clients Byzantine before training (a fixed schedule), who poison samples
+    cross_device: bool = False  # rounds hold a sampled cohort: take what a round needs when it needs it
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class SmallestMaxEigenvalueAveraging(Rule):
         draws = generator(view.seed, Purpose.RULE, view.round)
 
         def eigenvalues(subsets: torch.Tensor) -> torch.Tensor:
-            v = torch.empty((subsets.shape[0], d))
+            v = torch.empty((subsets.shape[0], d), device="cpu")  # drawn on the CPU (mpifl.rng), then moved
             for row in v:  # one draw per subset, in order: ByzFL's sequence of randn(d) calls
                 torch.randn(d, generator=draws, out=row)
             v = (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(rows.device)

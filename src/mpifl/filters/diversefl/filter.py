@@ -19,7 +19,6 @@ from ...config import exactly_one
 from ...data.partition import fraction_size
 from ...errors import ConfigError
 from ...registry import register
-from ...rng import Purpose, generator
 from ..base import Filter, FilterSetup, FilterView, Verdict
 from .criteria import criteria, diversefl_flags, similarity
 from .guiding import GuidingGradients, row_dots
@@ -41,20 +40,36 @@ class Params:
         exactly_one("aggregator.params", "sample_size", self.sample_size, "sample_fraction", self.sample_fraction)
 
 
-def guiding_samples(setup: FilterSetup, params: Params) -> GuidingGradients:
-    """The samples M_j^0 each client shares once before training, drawn by the client's own seeded generator, so
-    rank 0 holds exactly what client j would send (rows of the memory-mapped dataset, no transfer). A client that is
-    Byzantine from the start hands over what its attack's ``poison_sample`` makes of its labels."""
-    ds, scaling = setup.dataset, setup.scaling
+def guiding_samples(setup: FilterSetup, params: Params, clients: list[int] | None = None) -> GuidingGradients:
+    """The samples M_j^0 the ``clients`` (None: every client) share before training, each the client's own seeded
+    draw (:meth:`mpifl.data.population.Population.sample`), so rank 0 holds exactly what client j would send. A client
+    that is Byzantine from the start hands over what its attack's ``poison_sample`` makes of its labels."""
+    population, scaling = setup.population, setup.scaling
+    sizes = population.sizes()
     xs, ys = [], []
-    for j, p in enumerate(setup.parts):
-        s = fraction_size(len(p), params.sample_size, params.sample_fraction)
-        pick = torch.randperm(len(p), generator=generator(setup.seed, Purpose.SAMPLE, 0, j))[:s]
-        idx = torch.from_numpy(p)[pick]
-        xs.append(scaling(ds.train_x[idx].to(scaling.mean.device)))
-        y = ds.train_y[idx].to(xs[-1].device)
-        ys.append(setup.attack.poison_sample(y, ds.num_classes) if j in setup.byzantine_from_start else y)
+    for j in range(population.n) if clients is None else clients:
+        s = fraction_size(int(sizes[j]), params.sample_size, params.sample_fraction)
+        x, y = population.sample(j, s, setup.seed)
+        xs.append(scaling(x.to(scaling.mean.device)))
+        y = y.to(xs[-1].device)
+        ys.append(setup.attack.poison_sample(y, population.num_classes) if j in setup.byzantine_from_start else y)
     return GuidingGradients(setup.flat, xs, ys)
+
+
+class SampleSource:
+    """DiverseFL's samples of a cross-device population, taken when a round needs them: the cohort's (the filter),
+    or the round's Byzantine clients' (a white-box attacker). Nothing population-sized is held."""
+
+    def __init__(self, setup: FilterSetup, params: Params) -> None:
+        self.setup, self.params = setup, params
+
+    def cohort(self, clients: torch.Tensor) -> GuidingGradients:
+        return guiding_samples(self.setup, self.params, clients.tolist())
+
+    def gradients(self, theta: torch.Tensor, clients: torch.Tensor) -> torch.Tensor:
+        """[b, d] guiding gradients of ``clients`` (as :meth:`GuidingGradients.gradients`)."""
+        rows = torch.arange(len(clients), device=theta.device)
+        return self.cohort(clients).gradients(theta, rows)
 
 
 @register("filter", "diversefl")
@@ -77,13 +92,22 @@ class DiverseFLFilter(Filter):
                               f"{min(client_sizes)} points.")
 
     def prepare(self, setup: FilterSetup) -> None:
-        self.guiding = guiding_samples(setup, self.params)
+        """Every client's sample now, or (cross-device rounds) a source that takes the cohort's when it comes."""
+        self.source = SampleSource(setup, self.params)
+        self.guiding = None if setup.cross_device else guiding_samples(setup, self.params)
+
+    @property
+    def knowledge(self) -> GuidingGradients | SampleSource:
+        """What a white-box attacker knows of the server's samples: their ``gradients(theta, clients)``."""
+        return self.guiding if self.guiding is not None else self.source
 
     def judge(self, view: FilterView) -> Verdict:
-        assert self.guiding is not None, "prepare() runs before the first round"
         adjust, unverified = self._adjustment(view.z)
-        dots, guiding_norm, guiding_sum = self.guiding.compare(view.theta, view.z, view.sampled, adjust,
-                                                               view.clients)
+        guiding, clients = self.guiding, view.clients
+        if guiding is None:  # a cross-device round: the cohort's samples, one row each, in the matrix's order
+            assert clients is not None, "a cross-device round names its rows' clients"
+            guiding, clients = self.source.cohort(clients), None
+        dots, guiding_norm, guiding_sum = guiding.compare(view.theta, view.z, view.sampled, adjust, clients)
         c1, c2, bits = criteria(dots, view.update_norm, guiding_norm, view.usable, self.params.eps1,
                                 self.params.eps2)
         accepted = view.usable & ((bits & self._rejects) == 0)
