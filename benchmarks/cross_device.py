@@ -8,7 +8,8 @@ wall time of the rounds after the first, from the HDF5 file's phase times):
 
 - LEAF Synthetic(1, 1) (the FedProx model: softmax regression on 60 features), 10 % random sign-flipping Byzantine
   clients, 1,000 clients a round, DiverseFL (5-point samples) and the median, from populations of 1,000 (every
-  client every round) and 1,000,000 (a cohort of 1,000).
+  client every round: their data made once, at set-up), 2,000 and 1,000,000 (a cohort of 1,000, whose data the
+  workers make from (seed, client) each round).
 - MNIST in 10,000 sorted shards (configs/scale_shards_10000.yaml) with 100 clients a round, on this checkout and, for
   "before", on a checkout of the commit before cohort rounds (``--before``, default cd673d8, where rank 0 still
   gathered and screened the [n, d] matrix with zero rows for absent clients).
@@ -81,7 +82,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cross_device_"))
     src = ROOT / "src"
     rows = []
-    for population in (1_000, 1_000_000):
+    for population in (1_000, 2_000, 1_000_000):
         for rule in ("diversefl", "median"):
             spec = {"tree": leaf(population, 1_000, rule, args.rounds), "out": str(work / f"leaf_{population}.h5")}
             rows.append((f"LEAF Synthetic(1, 1), {rule}", population, 1_000, "this checkout",

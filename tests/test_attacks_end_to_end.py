@@ -6,6 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
@@ -48,8 +49,15 @@ def config(point: tuple):  # type: ignore[no-untyped-def,type-arg]
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> dict[str, Path]:
+    """Every point in one process, with one torch thread like each MPI rank of the comparison below (MPI_ENV): the
+    optimal attacks' line search turns a last-bit difference of a multi-threaded reduction into a different scale."""
     folder = tmp_path_factory.mktemp("single")
-    return {label(p): run(config(p), folder / f"{i}.h5", progress=None).path for i, p in enumerate(POINTS)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {label(p): run(config(p), folder / f"{i}.h5", progress=None).path for i, p in enumerate(POINTS)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("point", POINTS, ids=label)

@@ -13,8 +13,8 @@ import torch
 
 from ..registry import register
 from ..rng import Purpose, generator
-from .base import Decision, RoundView, Rule, too_few
-from .subsets import SubsetParams, empty, usable
+from .base import Decision, RoundView, Rule
+from .subsets import SubsetParams, check_majority, empty, usable
 
 
 def caf_weights(rows: torch.Tensor, f: int, draws: torch.Generator) -> torch.Tensor:
@@ -66,8 +66,7 @@ class Caf(Rule):
 
     @classmethod
     def check_rows(cls, params: SubsetParams, k: int, why: str) -> None:
-        if k <= 2 * params.f:
-            raise too_few(f"caf with aggregator.params.f={params.f}", f"more than 2f = {2 * params.f}", k, why)
+        check_majority("caf", params.f, k, why)
 
     def aggregate(self, view: RoundView) -> Decision:
         index = usable(view, "CAF", self.params.f)

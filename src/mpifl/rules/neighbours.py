@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..registry import register
 from .base import Decision, RoundView, Rule, too_few, undefined_weights
 from .columns import by_columns, coordinate_median, masked_mean
-from .subsets import SubsetParams, empty, usable
+from .subsets import SubsetParams, check_majority, empty, usable
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class Monna(Rule):
 
     @classmethod
     def check_rows(cls, params: MonnaParams, k: int, why: str) -> None:
-        if k <= 2 * params.f:
-            raise too_few(f"monna with aggregator.params.f={params.f}", f"more than 2f = {2 * params.f}", k, why)
+        check_majority("monna", params.f, k, why)
         if params.idx >= k:
             raise too_few(f"monna with aggregator.params.idx={params.idx}", f"more than idx = {params.idx}", k, why)
 
@@ -87,8 +86,7 @@ class Meamed(Rule):
 
     @classmethod
     def check_rows(cls, params: SubsetParams, k: int, why: str) -> None:
-        if k <= 2 * params.f:
-            raise too_few(f"meamed with aggregator.params.f={params.f}", f"more than 2f = {2 * params.f}", k, why)
+        check_majority("meamed", params.f, k, why)
 
     def aggregate(self, view: RoundView) -> Decision:
         if usable(view, "Meamed", self.params.f) is None:

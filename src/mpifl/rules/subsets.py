@@ -43,10 +43,15 @@ class SubsetParams:
                               "tolerated.")
 
 
-def check_subsets(rule: str, f: int, k: int, why: str) -> None:
-    """Config-time bounds of a subset search: more than 2f rows, and at most :data:`MAX_SUBSETS` subsets."""
+def check_majority(rule: str, f: int, k: int, why: str) -> None:
+    """The config-time bound of a rule that needs an honest majority: more than 2f rows."""
     if k <= 2 * f:
         raise too_few(f"{rule} with aggregator.params.f={f}", f"more than 2f = {2 * f}", k, why)
+
+
+def check_subsets(rule: str, f: int, k: int, why: str) -> None:
+    """Config-time bounds of a subset search: more than 2f rows, and at most :data:`MAX_SUBSETS` subsets."""
+    check_majority(rule, f, k, why)
     if math.comb(k, f) > MAX_SUBSETS:
         raise ConfigError(f"{rule} with aggregator.params.f={f} searches C({k}, {f}) = {math.comb(k, f)} subsets a "
                           f"round ({why}), more than {MAX_SUBSETS}; lower f or use fewer clients per round.")
