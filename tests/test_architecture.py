@@ -110,7 +110,8 @@ def test_every_registry_kind_is_covered_by_a_config_key_or_a_rule():
 
 
 def test_rsa_delta_reaches_the_server_and_the_clients_as_one_params_object():
-    cfg = load(None, ["aggregator.name=rsa", "aggregator.params.delta=0.5", "clients=2", "byzantine.k=0", "data.dataset=synthetic",
+    cfg = load(None, ["aggregator.name=rsa", "aggregator.params.delta=0.5", "clients=2", "byzantine.k=0",
+                      "data.dataset=synthetic",
                       "data.synthetic_train=40", "data.synthetic_test=10", "model.name=softmax"])
     pipe = build.pipeline(cfg)
     flat = FlatModel(build_model("softmax", (1, 28, 28), 10))

@@ -55,7 +55,8 @@ def _errors_as_one_line() -> Iterator[None]:
 _data_root_option = click.option("--data-root", type=click.Path(file_okay=False),
                                  help=f"Dataset folder (default ${DATA_ROOT_ENV}, ./data).")
 _plugin_option = click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
-                              help="A Python file that registers rules, filters, pre-aggregators, attacks or other choices (repeatable).")
+                              help="A Python file that registers rules, filters, pre-aggregators, attacks or other "
+                                   "choices (repeatable).")
 
 
 def _load_plugins(plugins: tuple[str, ...]) -> None:

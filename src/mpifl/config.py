@@ -116,7 +116,8 @@ class TrainConfig:
     batch_size: int | None = None
     batch_fraction: float | None = 0.1
     weight_decay: float = 5e-4  # lambda in eq. 4/13, applied by the server
-    momentum: float = 0.0  # beta of each client's m_j <- beta m_j + (1 - beta) g_j, uploaded instead of g_j (ByzFL's DSGD)
+    momentum: float = 0.0  # beta of each client's m_j <- beta m_j + (1 - beta) g_j, uploaded instead of g_j
+    #                        (ByzFL's DSGD)
     lr: LrConfig = field(default_factory=LrConfig)
     eval_every: int = 10
     device: str = "auto"

@@ -127,7 +127,8 @@ def _white_box(cfg: ExperimentConfig, pipeline: Pipeline,
     own = [f.knowledge for f in pipeline.all_filters if isinstance(f, DiverseFLFilter)]
     if own:
         return own[0]
-    return SampleSource(shared, DiverseFLParams()) if shared.cross_device else guiding_samples(shared, DiverseFLParams())
+    defaults = DiverseFLParams()
+    return SampleSource(shared, defaults) if shared.cross_device else guiding_samples(shared, defaults)
 
 
 def _server_gradient(flat: FlatModel, population: Population, scaling: datasets.Scaling, size: int,

@@ -132,7 +132,8 @@ def _missing_error(name: str, root: Path, missing: list[Path], download: bool) -
 
 @register("dataset", "mnist")
 @register("dataset", "fashion_mnist")
-def _load_idx(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
+def _load_idx(name: str, root: str | os.PathLike[str] | None, download: bool,
+              synthetic_sizes: tuple[int, int]) -> Dataset:
     root = resolve_root(root)
     raw = root / _IDX_FOLDERS[name] / "raw"
     missing = missing_files(name, root)
@@ -177,7 +178,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 @register("dataset", "cifar10")
 @register("dataset", "cifar100")
-def _load_cifar(name: str, root: str | os.PathLike[str] | None, download: bool, synthetic_sizes: tuple[int, int]) -> Dataset:
+def _load_cifar(name: str, root: str | os.PathLike[str] | None, download: bool,
+                synthetic_sizes: tuple[int, int]) -> Dataset:
     root = resolve_root(root)
     folder, train_files, test_file, label_key, classes = _CIFAR[name]
     base = root / folder

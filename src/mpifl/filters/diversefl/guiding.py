@@ -58,7 +58,8 @@ class GuidingGradients:
         rows computed from each chunk's updates and guiding gradients (after the criteria are taken from the rows as
         received): rules that reshape updates with their guiding gradients do it here, a chunk at a time, so the
         guiding matrix is still never held whole. Without ``adjust``, linear stacks never form the guiding
-        gradients at all (:meth:`mpifl.models.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two numbers.
+        gradients at all (:meth:`mpifl.models.gradients.DenseStack.dots_and_norms`): DiverseFL needs only the two
+        numbers.
 
         ``clients`` ([k] ids, None: row j is client j) says whose sample each row of ``z`` is compared with: a
         cross-device round's matrix holds only its cohort.
