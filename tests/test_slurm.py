@@ -86,6 +86,29 @@ def test_sweep_array_writes_one_file_per_point(cluster, tmp_path: Path):
             assert h["model/round"][0] == 3 and h.attrs["ranks"] == 2
 
 
+def test_byzfl_json_runs_as_a_job_array_one_file_per_point(cluster, tmp_path: Path):
+    import json
+
+    spec = {"benchmark_config": {"nb_steps": 3, "training_seed": 0, "nb_training_seeds": 1, "nb_honest_clients": 4,
+                                 "f": [1], "data_distribution": [{"name": "iid"}]},
+            "model": {"name": "fc_mnist", "dataset_name": "mnist", "learning_rate": [0.1, 0.05]},
+            "aggregator": [{"name": "TrMean"}], "pre_aggregators": [{"name": "NNM"}],
+            "honest_clients": {"momentum": 0.9, "weight_decay": 0.0001, "batch_size": 8},
+            "attack": [{"name": "SignFlipping"}],
+            "evaluation_and_results": {"evaluation_delta": 3, "data_folder": "/data", "results_directory": "res"}}
+    (tmp_path / "c.json").write_text(json.dumps(spec))
+    extra = ["--out-dir", str(tmp_path / "runs"), "--set", "data.dataset=synthetic", "--set", "model.name=mlp",
+             "--set", "model.hidden=8", "--quiet"]
+    job = sbatch(tmp_path, "--array=0-1", "--ntasks=2", str(JOBS / "byzfl.sbatch"), str(tmp_path / "c.json"), *extra)
+    assert wait(job) == 0
+    files = sorted((tmp_path / "runs").glob("*.h5"))
+    assert len(files) == 2 and {"lr_0.1", "lr_0.05"} == {re.search(r"lr_0\.\d+", f.name).group() for f in files}
+    for f in files:
+        with h5py.File(f) as h:
+            assert h["model/round"][0] == 3 and h.attrs["ranks"] == 2
+            assert yaml.safe_load(h.attrs["config"])["train"]["momentum"] == 0.9
+
+
 @pytest.mark.parametrize(("request_gpus", "expected"), [
     (["--ntasks=3", "--gpus-per-task=1"], ["cuda:0 = GPU 0", "cuda:0 = GPU 1", "cuda:0 = GPU 2"]),
     (["--ntasks=2", "--gres=gpu:2"], ["cuda:0 = GPU 0", "cuda:1 = GPU 1"]),
