@@ -223,3 +223,17 @@ def test_decoy_params_are_checked():
     with pytest.raises(ConfigError, match="attack.params.decoys=-1"):
         small_config(attack={"name": "diversefl_adaptive", "params": {"decoys": -1}})
     assert registry.get("attack", "diversefl_adaptive").Params(decoys=3).decoy_scale == 2.0
+
+
+def test_robust_unverified_clips_to_the_median_and_trims_hand_checked():
+    from mpifl.rules.diversefl_plus import robust_unverified
+    o = torch.tensor([[4.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-1.0, 0.0], [9.0, 9.0]])
+    rows = torch.tensor([True, True, True, True, True, False])  # row 5 is not used, whatever it holds
+    plain = torch.tensor([0.8, 0.0])
+    # median norm 1: row 0 becomes (1, 0); the mean of the clipped parts is (0.2, 0)
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 1.0, 0.0), torch.tensor([0.2, 0.0]) - plain)
+    # and trimmed one value each side: coordinate 0 keeps (0, 0, 1), coordinate 1 keeps (0, 0, 0)
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 1.0, 0.2), torch.tensor([1 / 3, 0.0]) - plain)
+    # neither: nothing changes; spectral alone: exactly the spectral step
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 0.0, 0.0), torch.zeros(2))
+    torch.testing.assert_close(robust_unverified(o, rows, 1, 0.0, 0.0), -shared_part(o, rows, 1))

@@ -50,11 +50,15 @@ class Params:
     clip: float = 2.0  # a rebuilt row is at most clip * ||g~_j|| long
     spectral: int = 1  # shared directions removed from the rows' unverified parts (0: none)
     pooled: bool = False  # drop each row's component against the summed guiding gradients
+    orth_clip: float = 0.0  # > 0: each unverified part clipped to orth_clip x the round's median ||o_j|| (0: off)
+    orth_trim: float = 0.0  # > 0: coordinate-wise mean of the unverified parts trimmed by this share each side
 
     def __post_init__(self) -> None:
         _require(self.kappa > 0, f"aggregator.params.kappa={self.kappa} must be > 0.")
         _require(self.clip > 0, f"aggregator.params.clip={self.clip} must be > 0.")
         _require(self.spectral >= 0, f"aggregator.params.spectral={self.spectral} must be >= 0 (directions removed).")
+        _require(self.orth_clip >= 0, f"aggregator.params.orth_clip={self.orth_clip} must be >= 0 (0: off).")
+        _require(0 <= self.orth_trim < 0.5, f"aggregator.params.orth_trim={self.orth_trim} must be in [0, 0.5).")
 
 
 @register("rule", "diversefl_plus")
@@ -96,7 +100,7 @@ class DiverseFLPlus(Rule):
 
     @property
     def keeps_unverified(self) -> bool:
-        return self.params.spectral > 0
+        return self.params.spectral > 0 or self.params.orth_clip > 0 or self.params.orth_trim > 0
 
     def aggregate(self, view: RoundView) -> Decision:
         if not bool(view.valid.any()):
@@ -106,9 +110,29 @@ class DiverseFLPlus(Rule):
             pooled = view.guiding_sum / torch.linalg.vector_norm(view.guiding_sum).clamp_min(1e-30)
             z = z - (z @ pooled).clamp(max=0.0)[:, None] * pooled
         direction = masked_mean(z, view.valid)
-        if self.params.spectral and view.unverified is not None:
+        p = self.params
+        if (p.orth_clip or p.orth_trim) and view.unverified is not None:
+            direction = direction + robust_unverified(view.unverified, view.valid, p.spectral, p.orth_clip,
+                                                      p.orth_trim)
+        elif self.params.spectral and view.unverified is not None:
             direction = direction - shared_part(view.unverified, view.valid, self.params.spectral)
         return Decision(direction, view.valid.clone(), weights_of(view.valid))
+
+
+@dataclass(frozen=True)
+class Params2(Params):
+    orth_clip: float = 1.0  # each unverified part clipped to the round's median ||o_j||
+    orth_trim: float = 0.25  # then the coordinate-wise mean of them trimmed by a quarter at each end
+
+
+@register("rule", "diversefl_plus2")
+class DiverseFLPlus2(DiverseFLPlus):
+    """``diversefl_plus`` with a robust mean of the unverified parts (issue #26): each o_j clipped to the round's
+    median ||o_j||, the spectral step on the clipped parts, then a coordinate-wise trimmed mean instead of the mean
+    (:func:`robust_unverified`). ``diversefl_plus`` itself keeps these off (``orth_clip`` = ``orth_trim`` = 0), so its
+    results are unchanged."""
+
+    Params = Params2
 
 
 def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor:
@@ -124,3 +148,40 @@ def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor
     weights = torch.zeros(parts.shape[0], dtype=torch.float64, device=parts.device)
     weights[rows] = vectors @ vectors.sum(dim=0)
     return (weights.to(parts.dtype) @ parts) / k
+
+
+def leading_directions(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor:
+    """[r', d] orthonormal leading directions of the selected rows of ``parts`` (r' = min(r, k), less any with zero
+    energy): u_i = O^T e_i / sqrt(lambda_i) from the [k, k] Gram matrix, as in :func:`shared_part`."""
+    k = int(rows.sum())
+    gram = gram64(parts, rows)
+    values, vectors = torch.linalg.eigh(gram)
+    keep = min(r, k)
+    values, vectors = values[-keep:], vectors[:, -keep:]
+    scale = torch.where(values > values.max().clamp_min(0) * 1e-12, values.clamp_min(1e-300).rsqrt(),
+                        torch.zeros_like(values))
+    e = torch.zeros((parts.shape[0], keep), dtype=torch.float64, device=parts.device)
+    e[rows] = vectors * scale
+    return (e.T.to(parts.dtype) @ parts)
+
+
+def robust_unverified(parts: torch.Tensor, rows: torch.Tensor, spectral: int, clip: float, trim: float) -> torch.Tensor:
+    """What replaces the plain mean of the selected rows' unverified parts o_j in the step (returned as the change to
+    add to the mean of the rebuilt rows): each o_j clipped to ``clip`` x the median ||o_j|| of the selected rows (clip
+    > 0), less its projection on the ``spectral`` leading directions of the clipped parts, then averaged
+    coordinate-wise with the share ``trim`` of the values cut at each end (trim > 0) or plainly."""
+    o = parts[rows]
+    plain = o.mean(dim=0)
+    if clip > 0:
+        norms = torch.linalg.vector_norm(o, dim=1, keepdim=True)
+        cap = clip * norms.median()
+        o = o * (cap / norms.clamp_min(torch.finfo(o.dtype).tiny)).clamp(max=1.0)
+    if spectral:
+        basis = leading_directions(o, torch.ones(len(o), dtype=torch.bool, device=o.device), spectral)
+        o = o - (o @ basis.T) @ basis
+    k = len(o)
+    cut = int(trim * k)
+    if cut and k - 2 * cut > 0:
+        kept = torch.sort(o, dim=0).values[cut:k - cut]
+        return kept.mean(dim=0) - plain
+    return o.mean(dim=0) - plain
