@@ -237,3 +237,28 @@ def test_robust_unverified_clips_to_the_median_and_trims_hand_checked():
     # neither: nothing changes; spectral alone: exactly the spectral step
     torch.testing.assert_close(robust_unverified(o, rows, 0, 0.0, 0.0), torch.zeros(2))
     torch.testing.assert_close(robust_unverified(o, rows, 1, 0.0, 0.0), -shared_part(o, rows, 1))
+
+
+@pytest.mark.parametrize("directions, spread", [(1, 1), (2, 2), (4, 4), (9, 4)])
+def test_zero_sum_decoys_spread_their_energy_evenly_over_their_directions(directions: int, spread: int):
+    """Five rows: one direction pairs them (the shortest row takes none); two a pentagon; four or more the two
+    harmonics of five points (at most b - 1 = 4 directions), each row's decoy equally long."""
+    from mpifl.attacks.adaptive import zero_sum_decoys
+    torch.manual_seed(9)
+    b, d = 5, 300
+    u = torch.randn(b, d)
+    u = u / u.norm(dim=1, keepdim=True)
+    v = torch.randn(b, d)
+    v = v - (v * u).sum(dim=1, keepdim=True) * u
+    v = v / v.norm(dim=1, keepdim=True)
+    across = torch.rand(b, 1) + 1
+    o = zero_sum_decoys(u, v, across, directions, 3.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(o.norm(dim=1), across[:, 0])
+    decoys = o - (o * v).sum(dim=1, keepdim=True) * v
+    torch.testing.assert_close((decoys @ u.T).abs().max(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(decoys.sum(dim=0), torch.zeros(d), atol=1e-5, rtol=0)
+    values = torch.linalg.svdvals(decoys)
+    assert int((values > 1e-4).sum()) == spread
+    torch.testing.assert_close(values[:spread], values[:1].expand(spread))  # equal energy per direction
+    if directions > 1:
+        torch.testing.assert_close(decoys.norm(dim=1), torch.full((b,), 3 / math.sqrt(10) * float(across.min())))

@@ -105,32 +105,33 @@ def zero_sum_decoys(u: torch.Tensor, v: torch.Tensor, across: torch.Tensor, dire
 
     The decoys lie in random orthonormal directions shared by the rows and orthogonal to every row's u and v.
     ``directions`` = 1: the rows, by length, pair up, each pair with +t and -t along one direction, t = scale /
-    sqrt(1 + scale²) of the pair's shorter ``across`` (an odd row out takes none). ``directions`` >= 2: the rows are
-    the corners of a regular polygon (random phase) in a random plane of the directions, each decoy scale /
-    sqrt(1 + scale²) of the shortest ``across`` long. p_i takes the rest of row i's length, so the decoys carry about
-    scale² times the push's energy. Fewer than two rows cannot cancel: no decoy."""
+    sqrt(1 + scale²) of the pair's shorter ``across`` (an odd row out takes none). ``directions`` = G >= 2: row i's
+    weights are the harmonics (cos, sin)(2 pi h i / b + phase_h), h = 1 .. m, m = min(G // 2, ceil(b / 2) - 1),
+    scaled by 1 / sqrt(m) (m = 1: the corners of a regular polygon), so every row's decoy is scale / sqrt(1 + scale²)
+    of the shortest ``across`` long, the 2m directions carry equal energy and each column sums to zero. p_i takes the
+    rest of row i's length. Fewer than two rows cannot cancel: no decoy."""
     b, d = u.shape
     if b < 2 or directions == 0 or scale == 0:
         return across * v
     share = scale / math.sqrt(1 + scale * scale)
-    k = min(directions, 2)
-    w = torch.randn((directions, d), generator=generator).to(u.device)
+    k = 1 if directions == 1 else 2 * max(1, min(directions // 2, math.ceil(b / 2) - 1))
+    w = torch.randn((k, d), generator=generator).to(u.device)
     span = torch.linalg.qr(torch.cat([u, v]).T.double()).Q  # [d, 2b]: every row's u and v
-    w = torch.linalg.qr((w.double() - (w.double() @ span) @ span.T).T).Q.T.to(u.dtype)  # orthonormal, [G, d]
-    frame = torch.linalg.qr(torch.randn((directions, k), generator=generator)).Q.T.to(u.device)  # [k, G]
-    weights = torch.zeros((b, k), device=u.device)
+    w = torch.linalg.qr((w.double() - (w.double() @ span) @ span.T).T).Q.T.to(u.dtype)  # orthonormal, [k, d]
     if k == 1:
+        weights = torch.zeros((b, 1), device=u.device)
         order = torch.argsort(across[:, 0])
         sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
         for first, second in zip(order[0:b - 1:2].tolist(), order[1:b:2].tolist()):
             t = share * float(across[first])
             weights[first, 0], weights[second, 0] = sign * t, -sign * t
     else:
-        phase = 2 * math.pi * float(torch.rand((), generator=generator))
-        angle = phase + 2 * math.pi * torch.arange(b, device=u.device) / b
-        weights = share * float(across.min()) * torch.stack([angle.cos(), angle.sin()], dim=1)
-        weights = weights - weights.mean(dim=0, keepdim=True)  # exactly zero for b >= 3; b = 2: +x and -x
-    decoy = weights @ (frame @ w)  # [b, d]
+        phase = 2 * math.pi * torch.rand((k // 2, 1), generator=generator).to(u.device)
+        harmonic = torch.arange(1, k // 2 + 1, device=u.device)[:, None]
+        angle = phase + 2 * math.pi * harmonic * torch.arange(b, device=u.device)[None, :] / b  # [m, b]
+        weights = torch.cat([angle.cos(), angle.sin()]).T * math.sqrt(2.0 / k)  # [b, k]: row norms 1
+        weights = share * float(across.min()) * (weights - weights.mean(dim=0, keepdim=True))  # b = 2: +x and -x
+    decoy = weights @ w  # [b, d]
     push = (across.square() - decoy.square().sum(dim=1, keepdim=True)).clamp_min(0).sqrt()
     return push * v + decoy
 
