@@ -262,3 +262,44 @@ def test_zero_sum_decoys_spread_their_energy_evenly_over_their_directions(direct
     torch.testing.assert_close(values[:spread], values[:1].expand(spread))  # equal energy per direction
     if directions > 1:
         torch.testing.assert_close(decoys.norm(dim=1), torch.full((b,), 3 / math.sqrt(10) * float(across.min())))
+
+
+def test_median_clip_hand_checked():
+    from mpifl.rules.diversefl_plus import median_clip
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0], [2.0, 0.0], [0.0, 9.0], [100.0, 0.0]])
+    rows = torch.tensor([True, True, True, True, False])
+    # norms 5, 1, 2, 9 (row 4 not selected): torch's median of an even count is the lower middle, 2
+    torch.testing.assert_close(median_clip(z, rows, 1.0), torch.tensor([0.4, 1.0, 1.0, 2 / 9, 1.0]))
+    torch.testing.assert_close(median_clip(z, rows, 2.0), torch.tensor([0.8, 1.0, 1.0, 4 / 9, 1.0]))
+
+
+def test_diversefl_plus2_removes_the_push_that_four_zero_sum_decoys_hide_from_diversefl_plus():
+    """Five attackers behind four zero-sum decoy directions (D = 3, the most five rows can cancel): removing one
+    direction (diversefl_plus) or three leaves the push; diversefl_plus2 removes five and takes it."""
+    torch.manual_seed(10)
+    n, b, d = 20, 5, 400
+    g = torch.randn(n, d) + 0.3
+    z = g + 0.3 * torch.randn(n, d)
+    byzantine = torch.arange(n) >= n - b
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    unit = z.mean(dim=0) / z.mean(dim=0).norm()
+    facts = RuleFacts("diversefl_plus", n, b, registry.get("rule", "diversefl_plus").Params(), None)
+    rows = z.clone()
+    rows[byzantine] = AdaptiveDiverseFL(Params(target="full_gradient", edge=True, decoys=4, decoy_scale=3.0)).forge(
+        AttackView(z[~byzantine], z[byzantine], g[byzantine], theta, 1, torch.Generator().manual_seed(0), facts))
+
+    def effect(name: str, **params) -> float:  # type: ignore[no-untyped-def]
+        cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": name, "params": params})
+        along = []
+        for x in (rows, z):
+            server = server_with(cfg, g)
+            along.append(float(server.decide(server.examine(x.clone(), theta), theta, nobody, 1).direction @ unit))
+        return along[0] - along[1]
+
+    unguarded = effect("diversefl_plus", spectral=0)
+    assert unguarded < 0
+    # measured: -2.05 with no step, -1.67 removing one direction, -1.63 three
+    assert effect("diversefl_plus") < 0.6 * unguarded and effect("diversefl_plus", spectral=3) < 0.6 * unguarded
+    assert registry.get("rule", "diversefl_plus2").Params().spectral == 5
+    # measured +0.64: the push is gone (with some honest mass along the full gradient that lies in the same directions)
+    assert effect("diversefl_plus2") > -0.1 * abs(unguarded)
