@@ -303,3 +303,28 @@ def test_diversefl_plus2_removes_the_push_that_four_zero_sum_decoys_hide_from_di
     assert registry.get("rule", "diversefl_plus2").Params().spectral == 5
     # measured +0.64: the push is gone (with some honest mass along the full gradient that lies in the same directions)
     assert effect("diversefl_plus2") > -0.1 * abs(unguarded)
+
+
+def test_median_c2_clip_hand_checked():
+    from mpifl.rules.diversefl_plus import median_c2_clip
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0], [2.0, 0.0], [0.0, 9.0]])
+    guiding_norm = torch.tensor([1.0, 1.0, 2.0, 3.0])
+    rows = torch.tensor([True, True, True, False])
+    # ratios 5, 1, 1 (row 3 not selected): median 1, so row 0 is cut to length 1 x ||g~_0|| = 1
+    torch.testing.assert_close(median_c2_clip(z, guiding_norm, rows, 1.0), torch.tensor([0.2, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(median_c2_clip(z, guiding_norm, rows, 2.0), torch.tensor([0.4, 1.0, 1.0, 1.0]))
+
+
+def test_server_hands_the_rule_the_guiding_norms_for_c2_clip():
+    from mpifl.rules.diversefl_plus import median_c2_clip
+    torch.manual_seed(11)
+    n, d = 6, 30
+    g = torch.randn(n, d)
+    z = g * torch.tensor([1.0, 1.2, 0.9, 1.1, 1.9, 1.5])[:, None] + 0.1 * torch.randn(n, d)
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    server = plus_server(n, g, spectral=0, c2_clip=1.0)
+    screened = server.examine(z.clone(), theta)
+    direction = server.decide(screened, theta, nobody, 1).direction
+    scale = median_c2_clip(screened.clean, g.norm(dim=1), screened.usable, 1.0)
+    assert float(scale.min()) < 0.9  # the long rows are cut
+    torch.testing.assert_close(direction, (screened.clean * scale[:, None]).mean(dim=0))

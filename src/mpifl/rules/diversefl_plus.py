@@ -19,6 +19,13 @@ it agrees with its guiding gradient:
    accepted o_j's energy (the top eigenvectors of their [k, k] Gram matrix) are removed from every o_j.
 5. Pooled direction (``pooled``, off by default): each row's component against the sum of all guiding gradients is
    removed. It costs clean accuracy late in training, when the 600 points it comes from are fitted.
+6. Robust variants, all off by default (issue #26; none bought anything measurable against the full-gradient push):
+   ``c2_clip`` caps each rebuilt row's ratio ||z_j|| / ||g~_j|| at that multiple of the round's median ratio,
+   ``row_clip`` clips each rebuilt row to that multiple of the round's median row length, ``orth_clip`` each o_j to
+   that multiple of the median ||o_j||, ``orth_trim`` replaces the mean of the o_j by a coordinate-wise trimmed mean.
+
+``diversefl_plus2`` is this rule with ``spectral`` = 5 (issue #26): f colluders can hide a common push from the
+spectral step behind at most f - 1 zero-sum decoy directions.
 
 Steps 2-3 run per chunk of clients while the server computes the guiding gradients (:meth:`reshape`,
 :meth:`split`), steps 4-5 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
@@ -53,12 +60,14 @@ class Params:
     orth_clip: float = 0.0  # > 0: each unverified part clipped to orth_clip x the round's median ||o_j|| (0: off)
     orth_trim: float = 0.0  # > 0: coordinate-wise mean of the unverified parts trimmed by this share each side
     row_clip: float = 0.0  # > 0: each rebuilt row clipped to row_clip x the round's median rebuilt-row norm (0: off)
+    c2_clip: float = 0.0  # > 0: each rebuilt row clipped to c2_clip x the round's median rebuilt C2 x ||g~_j|| (0: off)
 
     def __post_init__(self) -> None:
         _require(self.kappa > 0, f"aggregator.params.kappa={self.kappa} must be > 0.")
         _require(self.clip > 0, f"aggregator.params.clip={self.clip} must be > 0.")
         _require(self.spectral >= 0, f"aggregator.params.spectral={self.spectral} must be >= 0 (directions removed).")
         _require(self.orth_clip >= 0, f"aggregator.params.orth_clip={self.orth_clip} must be >= 0 (0: off).")
+        _require(self.c2_clip >= 0, f"aggregator.params.c2_clip={self.c2_clip} must be >= 0 (0: off).")
         _require(self.row_clip >= 0, f"aggregator.params.row_clip={self.row_clip} must be >= 0 (0: off).")
         _require(0 <= self.orth_trim < 0.5, f"aggregator.params.orth_trim={self.orth_trim} must be in [0, 0.5).")
 
@@ -113,6 +122,10 @@ class DiverseFLPlus(Rule):
             z = z - (z @ pooled).clamp(max=0.0)[:, None] * pooled
         p = self.params
         unverified = view.unverified
+        if p.c2_clip and view.guiding_norm is not None:
+            scale = median_c2_clip(z, view.guiding_norm, view.valid, p.c2_clip)
+            z = z * scale[:, None]
+            unverified = None if unverified is None else unverified * scale[:, None]
         if p.row_clip:
             scale = median_clip(z, view.valid, p.row_clip)
             z = z * scale[:, None]
@@ -156,6 +169,16 @@ def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor
     weights = torch.zeros(parts.shape[0], dtype=torch.float64, device=parts.device)
     weights[rows] = vectors @ vectors.sum(dim=0)
     return (weights.to(parts.dtype) @ parts) / k
+
+
+def median_c2_clip(z: torch.Tensor, guiding_norm: torch.Tensor, rows: torch.Tensor, factor: float) -> torch.Tensor:
+    """[n] factors min(1, factor x median_k(||z_k|| / ||g~_k||) x ||g~_j|| / ||z_j||) over the selected rows (1
+    elsewhere): each selected row's ratio to its guiding gradient capped at ``factor`` times the round's median."""
+    norms = torch.linalg.vector_norm(z, dim=1)
+    ratio = norms / guiding_norm.clamp_min(torch.finfo(z.dtype).tiny)
+    cap = factor * ratio[rows].median() * guiding_norm
+    scale = (cap / norms.clamp_min(torch.finfo(z.dtype).tiny)).clamp(max=1.0)
+    return torch.where(rows, scale, torch.ones_like(scale))
 
 
 def median_clip(z: torch.Tensor, rows: torch.Tensor, factor: float) -> torch.Tensor:
