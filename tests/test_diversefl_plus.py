@@ -273,9 +273,9 @@ def test_median_clip_hand_checked():
     torch.testing.assert_close(median_clip(z, rows, 2.0), torch.tensor([0.8, 1.0, 1.0, 4 / 9, 1.0]))
 
 
-def test_diversefl_plus2_removes_the_push_that_four_zero_sum_decoys_hide_from_diversefl_plus():
+def test_five_directions_remove_the_push_that_four_zero_sum_decoys_hide_from_one_or_three():
     """Five attackers behind four zero-sum decoy directions (D = 3, the most five rows can cancel): removing one
-    direction (diversefl_plus) or three leaves the push; diversefl_plus2 removes five and takes it."""
+    direction (diversefl_plus) or three leaves the push; five take it. diversefl_plus2 removes two."""
     torch.manual_seed(10)
     n, b, d = 20, 5, 400
     g = torch.randn(n, d) + 0.3
@@ -284,11 +284,12 @@ def test_diversefl_plus2_removes_the_push_that_four_zero_sum_decoys_hide_from_di
     theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
     unit = z.mean(dim=0) / z.mean(dim=0).norm()
     facts = RuleFacts("diversefl_plus", n, b, registry.get("rule", "diversefl_plus").Params(), None)
-    rows = z.clone()
-    rows[byzantine] = AdaptiveDiverseFL(Params(target="full_gradient", edge=True, decoys=4, decoy_scale=3.0)).forge(
-        AttackView(z[~byzantine], z[byzantine], g[byzantine], theta, 1, torch.Generator().manual_seed(0), facts))
 
-    def effect(name: str, **params) -> float:  # type: ignore[no-untyped-def]
+    def effect(name: str, decoys: int, **params) -> float:  # type: ignore[no-untyped-def]
+        rows = z.clone()
+        attack = AdaptiveDiverseFL(Params(target="full_gradient", edge=True, decoys=decoys, decoy_scale=3.0))
+        rows[byzantine] = attack.forge(AttackView(z[~byzantine], z[byzantine], g[byzantine], theta, 1,
+                                                  torch.Generator().manual_seed(0), facts))
         cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": name, "params": params})
         along = []
         for x in (rows, z):
@@ -296,13 +297,17 @@ def test_diversefl_plus2_removes_the_push_that_four_zero_sum_decoys_hide_from_di
             along.append(float(server.decide(server.examine(x.clone(), theta), theta, nobody, 1).direction @ unit))
         return along[0] - along[1]
 
-    unguarded = effect("diversefl_plus", spectral=0)
+    unguarded = effect("diversefl_plus", 4, spectral=0)
     assert unguarded < 0
-    # measured: -2.05 with no step, -1.67 removing one direction, -1.63 three
-    assert effect("diversefl_plus") < 0.6 * unguarded and effect("diversefl_plus", spectral=3) < 0.6 * unguarded
-    assert registry.get("rule", "diversefl_plus2").Params().spectral == 5
-    # measured +0.64: the push is gone (with some honest mass along the full gradient that lies in the same directions)
-    assert effect("diversefl_plus2") > -0.1 * abs(unguarded)
+    # measured: -2.05 with no step, -1.67 removing one direction, -1.63 three, +0.64 five (the push is gone, with
+    # some honest mass along the full gradient that lies in the same directions)
+    assert effect("diversefl_plus", 4) < 0.6 * unguarded and effect("diversefl_plus", 4, spectral=3) < 0.6 * unguarded
+    assert effect("diversefl_plus", 4, spectral=5) > -0.1 * abs(unguarded)
+    # one decoy direction: diversefl_plus keeps the push, diversefl_plus2 (two directions) takes it
+    assert registry.get("rule", "diversefl_plus2").Params().spectral == 2
+    one = effect("diversefl_plus", 1, spectral=0)
+    assert effect("diversefl_plus", 1) < 0.6 * one
+    assert effect("diversefl_plus2", 1) > -0.1 * abs(one)
 
 
 def test_median_c2_clip_hand_checked():
