@@ -116,12 +116,13 @@ def view(guiding: torch.Tensor, honest: torch.Tensor, seed: int) -> AttackView:
                       torch.Generator().manual_seed(seed), facts)
 
 
-def test_decoys_keep_cosine_and_length_and_cost_exactly_their_share_of_the_push():
+def test_group_decoys_keep_cosine_and_length_and_cost_exactly_their_share_of_the_push():
+    """The first construction (decoy_mode: groups), kept to reproduce its results."""
     torch.manual_seed(5)
     guiding, honest = torch.randn(4, 60), torch.randn(8, 60) + 0.5
     mean = honest.mean(dim=0)
     scale = 2.0
-    rows = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 0))
+    rows = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale, decoy_mode="groups")).forge(view(guiding, honest, 0))
     plain = construct(guiding, mean, 0.05, 1.0)
     cos = (rows * guiding).sum(dim=1) / (rows.norm(dim=1) * guiding.norm(dim=1))
     torch.testing.assert_close(cos, torch.full((4,), 0.05))
@@ -135,12 +136,200 @@ def test_decoys_keep_cosine_and_length_and_cost_exactly_their_share_of_the_push(
     dec = decoy(rows)
     cosine = (dec @ dec.T) / (dec.norm(dim=1)[:, None] * dec.norm(dim=1)[None, :])
     assert float(cosine[0, 2]) > 0.9 and float(cosine[1, 3]) > 0.9 and abs(float(cosine[0, 1])) < 0.5
-    again = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 0))
-    other = AdaptiveDiverseFL(Params(decoys=2, decoy_scale=scale)).forge(view(guiding, honest, 1))
+    groups = Params(decoys=2, decoy_scale=scale, decoy_mode="groups")
+    again = AdaptiveDiverseFL(groups).forge(view(guiding, honest, 0))
+    other = AdaptiveDiverseFL(groups).forge(view(guiding, honest, 1))
     assert torch.equal(rows, again) and not torch.equal(rows, other)
 
 
+def test_zero_sum_decoys_keep_cosine_length_and_the_rows_sum_and_cancel_exactly():
+    torch.manual_seed(6)
+    guiding, honest = torch.randn(5, 80), torch.randn(10, 80) + 0.5
+    mean = honest.mean(dim=0)
+    rows = AdaptiveDiverseFL(Params(decoys=2)).forge(view(guiding, honest, 0))
+    plain = construct(guiding, mean, 0.05, 1.0)
+    cos = (rows * guiding).sum(dim=1) / (rows.norm(dim=1) * guiding.norm(dim=1))
+    torch.testing.assert_close(cos, torch.full((5,), 0.05))
+    torch.testing.assert_close(rows.norm(dim=1), guiding.norm(dim=1))
+    u = guiding / guiding.norm(dim=1, keepdim=True)
+    v = plain - (plain * u).sum(dim=1, keepdim=True) * u
+    v = v / v.norm(dim=1, keepdim=True)
+    decoys = rows - (rows * u).sum(dim=1, keepdim=True) * u - (rows * v).sum(dim=1, keepdim=True) * v  # beyond the push
+    torch.testing.assert_close(decoys.sum(dim=0), torch.zeros(80), atol=1e-5, rtol=0)  # they cancel in the sum
+    assert torch.linalg.matrix_rank(decoys) == 2  # two shared directions
+    # the largest decoy is D / sqrt(1 + D²) of the shortest row's unverified part (D = 2)
+    across = guiding.norm(dim=1) * math.sqrt(1 - 0.05 ** 2)
+    torch.testing.assert_close(decoys.norm(dim=1).max(), across.min() * 2 / math.sqrt(5))
+    # fewer than two rows cannot cancel: the plain construction
+    one = AdaptiveDiverseFL(Params(decoys=2)).forge(view(guiding[:1], honest, 0))
+    torch.testing.assert_close(one, plain[:1])
+
+
+def test_full_gradient_target_and_the_cone_edge():
+    """target=full_gradient pushes against the mean of the honest rows and the attackers' own gradients; edge puts
+    the row at diversefl_plus's cone edge (cos = 1 / sqrt(1 + kappa²)) and clip length."""
+    torch.manual_seed(7)
+    guiding, honest, own = torch.randn(3, 50), torch.randn(6, 50) + 0.5, torch.randn(3, 50) - 2.0
+    facts = RuleFacts("diversefl_plus", 9, 3, registry.get("rule", "diversefl_plus").Params(kappa=0.5, clip=1.5), None)
+    rows = AdaptiveDiverseFL(Params(target="full_gradient", edge=True)).forge(
+        AttackView(honest, own, guiding, torch.zeros(50), 1, torch.Generator(), facts))
+    full = torch.cat([honest, own]).mean(dim=0)
+    torch.testing.assert_close(rows, construct(guiding, full, 1 / math.sqrt(1.25) * (1 + 1e-6), 1.5))
+    with pytest.raises(ConfigError, match="target=either .* needs search: true"):
+        small_config(attack={"name": "diversefl_adaptive", "params": {"target": "either"}})
+    with pytest.raises(ConfigError, match="attack.params.target='mean' is not one of"):
+        small_config(attack={"name": "diversefl_adaptive", "params": {"target": "mean"}})
+
+
+@pytest.mark.parametrize("decoys", [1, 2])
+def test_spectral_step_removes_the_group_decoys_push_but_leaves_the_zero_sum_decoys_push(decoys: int):
+    """Issue #26 (a), with one decoy direction (opposite signs in pairs) or two (a polygon): 15 honest rows inside the cone and 5 attackers at the cone edge and clip length pushing
+    against the full gradient. With the first construction the rows share v + D w_g per group, so the step's leading
+    direction holds v and takes the push with it; with zero-sum decoy weights the leading direction is a decoy, which
+    the rows' mean does not hold, and the push stays."""
+    torch.manual_seed(8)
+    n, b, d = 20, 5, 400
+    g = torch.randn(n, d) + 0.3
+    z = g + 0.3 * torch.randn(n, d)
+    byzantine = torch.arange(n) >= n - b
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    full = z.mean(dim=0)  # every client's honest row: the step without an attack
+    unit = full / full.norm()
+
+    def along_full(rows: torch.Tensor, spectral: int) -> float:
+        server = plus_server(n, g, spectral=spectral)
+        return float(server.decide(server.examine(rows.clone(), theta), theta, nobody, 1).direction @ unit)
+
+    plus_params = registry.get("rule", "diversefl_plus").Params()
+    facts = RuleFacts("diversefl_plus", n, b, plus_params, None)
+    effect = {}
+    for mode in ("groups", "zero_sum"):
+        attack = AdaptiveDiverseFL(Params(target="full_gradient", edge=True, decoys=decoys, decoy_mode=mode))
+        rows = z.clone()
+        rows[byzantine] = attack.forge(AttackView(z[~byzantine], z[byzantine], g[byzantine], theta, 1,
+                                                  torch.Generator().manual_seed(0), facts))
+        for spectral in (0, 1):
+            effect[mode, spectral] = along_full(rows, spectral) - along_full(z, spectral)
+    assert effect["groups", 0] < 0 and effect["zero_sum", 0] < 0  # both push against the full gradient
+    # measured (decoys = 1): groups -2.38 without the step, +0.60 with it (it removes the push, and some honest mass
+    # along it); zero_sum -3.25 without the step, -3.24 with it
+    assert effect["groups", 1] > -0.1 * abs(effect["groups", 0])  # the step removes the groups' push
+    assert effect["zero_sum", 1] < 0.9 * effect["zero_sum", 0]  # and leaves the zero-sum decoys' push whole
+
+
 def test_decoy_params_are_checked():
+    with pytest.raises(ConfigError, match="attack.params.decoy_mode='x' is not one of zero_sum, groups"):
+        small_config(attack={"name": "diversefl_adaptive", "params": {"decoy_mode": "x"}})
     with pytest.raises(ConfigError, match="attack.params.decoys=-1"):
         small_config(attack={"name": "diversefl_adaptive", "params": {"decoys": -1}})
     assert registry.get("attack", "diversefl_adaptive").Params(decoys=3).decoy_scale == 2.0
+
+
+def test_robust_unverified_clips_to_the_median_and_trims_hand_checked():
+    from mpifl.rules.diversefl_plus import robust_unverified
+    o = torch.tensor([[4.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-1.0, 0.0], [9.0, 9.0]])
+    rows = torch.tensor([True, True, True, True, True, False])  # row 5 is not used, whatever it holds
+    plain = torch.tensor([0.8, 0.0])
+    # median norm 1: row 0 becomes (1, 0); the mean of the clipped parts is (0.2, 0)
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 1.0, 0.0), torch.tensor([0.2, 0.0]) - plain)
+    # and trimmed one value each side: coordinate 0 keeps (0, 0, 1), coordinate 1 keeps (0, 0, 0)
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 1.0, 0.2), torch.tensor([1 / 3, 0.0]) - plain)
+    # neither: nothing changes; spectral alone: exactly the spectral step
+    torch.testing.assert_close(robust_unverified(o, rows, 0, 0.0, 0.0), torch.zeros(2))
+    torch.testing.assert_close(robust_unverified(o, rows, 1, 0.0, 0.0), -shared_part(o, rows, 1))
+
+
+@pytest.mark.parametrize("directions, spread", [(1, 1), (2, 2), (4, 4), (9, 4)])
+def test_zero_sum_decoys_spread_their_energy_evenly_over_their_directions(directions: int, spread: int):
+    """Five rows: one direction pairs them (the shortest row takes none); two a pentagon; four or more the two
+    harmonics of five points (at most b - 1 = 4 directions), each row's decoy equally long."""
+    from mpifl.attacks.adaptive import zero_sum_decoys
+    torch.manual_seed(9)
+    b, d = 5, 300
+    u = torch.randn(b, d)
+    u = u / u.norm(dim=1, keepdim=True)
+    v = torch.randn(b, d)
+    v = v - (v * u).sum(dim=1, keepdim=True) * u
+    v = v / v.norm(dim=1, keepdim=True)
+    across = torch.rand(b, 1) + 1
+    o = zero_sum_decoys(u, v, across, directions, 3.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(o.norm(dim=1), across[:, 0])
+    decoys = o - (o * v).sum(dim=1, keepdim=True) * v
+    torch.testing.assert_close((decoys @ u.T).abs().max(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(decoys.sum(dim=0), torch.zeros(d), atol=1e-5, rtol=0)
+    values = torch.linalg.svdvals(decoys)
+    assert int((values > 1e-4).sum()) == spread
+    torch.testing.assert_close(values[:spread], values[:1].expand(spread))  # equal energy per direction
+    if directions > 1:
+        torch.testing.assert_close(decoys.norm(dim=1), torch.full((b,), 3 / math.sqrt(10) * float(across.min())))
+
+
+def test_median_clip_hand_checked():
+    from mpifl.rules.diversefl_plus import median_clip
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0], [2.0, 0.0], [0.0, 9.0], [100.0, 0.0]])
+    rows = torch.tensor([True, True, True, True, False])
+    # norms 5, 1, 2, 9 (row 4 not selected): torch's median of an even count is the lower middle, 2
+    torch.testing.assert_close(median_clip(z, rows, 1.0), torch.tensor([0.4, 1.0, 1.0, 2 / 9, 1.0]))
+    torch.testing.assert_close(median_clip(z, rows, 2.0), torch.tensor([0.8, 1.0, 1.0, 4 / 9, 1.0]))
+
+
+def test_five_directions_remove_the_push_that_four_zero_sum_decoys_hide_from_one_or_three():
+    """Five attackers behind four zero-sum decoy directions (D = 3, the most five rows can cancel): removing one
+    direction (diversefl_plus) or three leaves the push; five take it. diversefl_plus2 removes two."""
+    torch.manual_seed(10)
+    n, b, d = 20, 5, 400
+    g = torch.randn(n, d) + 0.3
+    z = g + 0.3 * torch.randn(n, d)
+    byzantine = torch.arange(n) >= n - b
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    unit = z.mean(dim=0) / z.mean(dim=0).norm()
+    facts = RuleFacts("diversefl_plus", n, b, registry.get("rule", "diversefl_plus").Params(), None)
+
+    def effect(name: str, decoys: int, **params) -> float:  # type: ignore[no-untyped-def]
+        rows = z.clone()
+        attack = AdaptiveDiverseFL(Params(target="full_gradient", edge=True, decoys=decoys, decoy_scale=3.0))
+        rows[byzantine] = attack.forge(AttackView(z[~byzantine], z[byzantine], g[byzantine], theta, 1,
+                                                  torch.Generator().manual_seed(0), facts))
+        cfg = small_config(clients=n, byzantine={"model": "none"}, aggregator={"name": name, "params": params})
+        along = []
+        for x in (rows, z):
+            server = server_with(cfg, g)
+            along.append(float(server.decide(server.examine(x.clone(), theta), theta, nobody, 1).direction @ unit))
+        return along[0] - along[1]
+
+    unguarded = effect("diversefl_plus", 4, spectral=0)
+    assert unguarded < 0
+    # measured: -2.05 with no step, -1.67 removing one direction, -1.63 three, +0.64 five (the push is gone, with
+    # some honest mass along the full gradient that lies in the same directions)
+    assert effect("diversefl_plus", 4) < 0.6 * unguarded and effect("diversefl_plus", 4, spectral=3) < 0.6 * unguarded
+    assert effect("diversefl_plus", 4, spectral=5) > -0.1 * abs(unguarded)
+    # one decoy direction: diversefl_plus keeps the push, diversefl_plus2 (two directions) takes it
+    assert registry.get("rule", "diversefl_plus2").Params().spectral == 2
+    one = effect("diversefl_plus", 1, spectral=0)
+    assert effect("diversefl_plus", 1) < 0.6 * one
+    assert effect("diversefl_plus2", 1) > -0.1 * abs(one)
+
+
+def test_median_c2_clip_hand_checked():
+    from mpifl.rules.diversefl_plus import median_c2_clip
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0], [2.0, 0.0], [0.0, 9.0]])
+    guiding_norm = torch.tensor([1.0, 1.0, 2.0, 3.0])
+    rows = torch.tensor([True, True, True, False])
+    # ratios 5, 1, 1 (row 3 not selected): median 1, so row 0 is cut to length 1 x ||g~_0|| = 1
+    torch.testing.assert_close(median_c2_clip(z, guiding_norm, rows, 1.0), torch.tensor([0.2, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(median_c2_clip(z, guiding_norm, rows, 2.0), torch.tensor([0.4, 1.0, 1.0, 1.0]))
+
+
+def test_server_hands_the_rule_the_guiding_norms_for_c2_clip():
+    from mpifl.rules.diversefl_plus import median_c2_clip
+    torch.manual_seed(11)
+    n, d = 6, 30
+    g = torch.randn(n, d)
+    z = g * torch.tensor([1.0, 1.2, 0.9, 1.1, 1.9, 1.5])[:, None] + 0.1 * torch.randn(n, d)
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    server = plus_server(n, g, spectral=0, c2_clip=1.0)
+    screened = server.examine(z.clone(), theta)
+    direction = server.decide(screened, theta, nobody, 1).direction
+    scale = median_c2_clip(screened.clean, g.norm(dim=1), screened.usable, 1.0)
+    assert float(scale.min()) < 0.9  # the long rows are cut
+    torch.testing.assert_close(direction, (screened.clean * scale[:, None]).mean(dim=0))

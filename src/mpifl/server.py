@@ -106,7 +106,8 @@ class Server:
         truth = byzantine.to(z.device) if self.rule.needs.truth else None
         if not self.pipeline.pre:
             return self.rule.aggregate(RoundView(z, usable, theta, round_, self.seed, self.server_gradient, truth,
-                                                 screened.guiding_sum, screened.unverified))
+                                                 screened.guiding_sum, screened.unverified,
+                                                 screened.measured.get("guiding_norm")))
         rows = z[usable]
         for step in self.pipeline.pre:
             rows = step.transform(rows, round_, self.seed)

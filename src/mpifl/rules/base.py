@@ -57,6 +57,7 @@ class RoundView:
     guiding_sum: torch.Tensor | None = None  # [d] sum of the round's guiding gradients; for rules behind DiverseFL
     unverified: torch.Tensor | None = None  # [n, d] the part of each rebuilt row the server cannot check (rules that
     #                                         keep_unverified); rows outside ``valid`` must be ignored
+    guiding_norm: torch.Tensor | None = None  # [n] ||g~_j|| for rules behind DiverseFL (NaN where not computed)
 
 
 @dataclass(frozen=True)
