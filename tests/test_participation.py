@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from mpifl.config import ConfigError
-from mpifl.participation import cohort, sampled, worker_slots
+from mpifl.participation import as_mask, cohort, worker_slots
 from mpifl.report import detection_rates, load_run
 from mpifl.screening import NOT_SAMPLED
 from mpifl.train import run
 
 from .conftest import small_config
+
+
+def sampled(seed: int, n: int, per_round: int | None, round_: int) -> torch.Tensor:
+    return as_mask(cohort(seed, n, per_round, round_), n)
 
 
 def test_draw_takes_m_clients_keyed_by_round():

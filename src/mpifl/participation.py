@@ -27,11 +27,6 @@ def cohort(seed: int, n: int, per_round: int | None, round_: int) -> torch.Tenso
     return torch.sort(draw).values
 
 
-def sampled(seed: int, n: int, per_round: int | None, round_: int) -> torch.Tensor:
-    """[n] bool: the clients of :func:`cohort`."""
-    return as_mask(cohort(seed, n, per_round, round_), n)
-
-
 def as_mask(ids: torch.Tensor, n: int) -> torch.Tensor:
     """[n] bool with the clients ``ids`` set (host-side, like every ground-truth mask)."""
     return torch.zeros(n, dtype=torch.bool).index_fill_(0, ids, True)

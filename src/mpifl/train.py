@@ -222,12 +222,13 @@ class _RoundLoop:
             lr = learning_rate(cfg.train.lr, r)
             byzantine = s.schedule.mask(r)
             cohort = participation.cohort(cfg.seed, cfg.clients, cfg.train.clients_per_round, r)
-            sampled = participation.as_mask(cohort, cfg.clients)
+            sampled = None  # a cross-device round's masks are the cohort's (in _serve), not the population's
             if s.pool is not None:  # cross-device: this rank computes its even share of the cohort, whoever it is
                 mine = cohort[participation.worker_slots(len(cohort), tp.size, tp.rank)]
                 s.clients.host([s.pool.get(int(j)) for j in mine])
                 block = s.clients.messages(theta, r, byzantine, lr)
             else:
+                sampled = participation.as_mask(cohort, cfg.clients)
                 block = s.clients.messages(theta, r, byzantine, lr, sampled)
             compute = clock.lap("client_compute")
             z = tp.gather(block)
@@ -258,8 +259,8 @@ class _RoundLoop:
                 raise Preempted(r, self.out, tp.rank)
         return theta
 
-    def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
-               lr: float, clock: Clock, peaks: np.ndarray,
+    def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor,
+               sampled: torch.Tensor | None, lr: float, clock: Clock, peaks: np.ndarray,
                cohort: torch.Tensor | None = None) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
         rank's [peak RSS, peak GPU memory] in bytes. In a cross-device round ``z`` holds the ``cohort`` only (its
@@ -268,6 +269,7 @@ class _RoundLoop:
         assert server is not None and self.writer is not None and self.s.test is not None
         if cohort is not None:
             byzantine, sampled = byzantine[cohort], torch.ones_like(cohort, dtype=torch.bool)
+        assert sampled is not None
         if self.s.adversary is not None:
             self.s.adversary.corrupt(z, theta, byzantine, sampled, r, cohort)
             clock.lap("gather")  # the attack stands in for the Byzantine clients' upload
