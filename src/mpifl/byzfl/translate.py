@@ -122,19 +122,20 @@ def expand(data: dict) -> list[dict]:
             b["nb_honest_clients"] = b["nb_workers"] - b["f"]
         else:
             b["nb_workers"] = b["nb_honest_clients"] + b["f"]
+    return _with_seeds(_with_seeds(settings, "training_seed", "nb_training_seeds"), "data_distribution_seed",
+                       "nb_data_distribution_seeds")
+
+
+def _with_seeds(settings: list[dict[str, Any]], seed: str, count: str) -> list[dict[str, Any]]:
+    """Each setting repeated for ``benchmark_config[count]`` consecutive values of ``benchmark_config[seed]``, in
+    ByzFL's order (the seeds of one setting together)."""
     out = []
     for s in settings:
-        for i in range(s["benchmark_config"]["nb_training_seeds"]):
+        for i in range(s["benchmark_config"][count]):
             t = copy.deepcopy(s)
-            t["benchmark_config"]["training_seed"] = s["benchmark_config"]["training_seed"] + i
+            t["benchmark_config"][seed] = s["benchmark_config"][seed] + i
             out.append(t)
-    final = []
-    for s in out:
-        for i in range(s["benchmark_config"]["nb_data_distribution_seeds"]):
-            t = copy.deepcopy(s)
-            t["benchmark_config"]["data_distribution_seed"] = s["benchmark_config"]["data_distribution_seed"] + i
-            final.append(t)
-    return final
+    return out
 
 
 # ---- one setting → one mpifl config tree ------------------------------------------------------------------------
