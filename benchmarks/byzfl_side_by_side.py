@@ -3,7 +3,7 @@
     python benchmarks/byzfl_side_by_side.py --data-root /work/shared/data --steps 200 --seeds 3
 
 The grid: 10 honest clients, f in {1, 3}, gamma_similarity_niid at two levels, TrMean and GeometricMedian behind NNM,
-SignFlipping and ALittleIsEnough, fc_mnist on MNIST, one learning rate. ByzFL reads MNIST through torchvision from
+SignFlipping and Optimal_ALittleIsEnough (``--attacks``), fc_mnist on MNIST, one learning rate. ByzFL reads MNIST through torchvision from
 data_folder (the torchvision layout, MNIST/raw/*-ubyte: no download when the files are there). Both run one process
 with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)); wall times are whole processes (start-up and data
 loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall times.
@@ -26,7 +26,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[float, ...] = (1.0, 0.5)) -> dict:
+ATTACKS = ("SignFlipping", "Optimal_ALittleIsEnough")
+
+
+def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[float, ...] = (1.0, 0.5),
+           attacks: tuple[str, ...] = ATTACKS) -> dict:
     return {
         "benchmark_config": {
             "training_algorithm": {"name": "DSGD", "parameters": {}},
@@ -40,7 +44,7 @@ def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[f
         "aggregator": [{"name": "TrMean", "parameters": {}}, {"name": "GeometricMedian", "parameters": {}}],
         "pre_aggregators": [{"name": "NNM", "parameters": {}}],
         "honest_clients": {"momentum": 0.9, "weight_decay": 0.0001, "batch_size": 25},
-        "attack": [{"name": "SignFlipping", "parameters": {}}, {"name": "ALittleIsEnough", "parameters": {}}],
+        "attack": [{"name": attack, "parameters": {}} for attack in attacks],
         "evaluation_and_results": {"evaluation_delta": 50, "batch_size_evaluation": 128, "evaluate_on_test": True,
                                    "store_per_client_metrics": False, "store_models": False,
                                    "data_folder": data_root, "results_directory": results},
@@ -65,17 +69,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--gammas", default="1.0,0.5", help="gamma_similarity_niid levels, comma-separated.")
+    ap.add_argument("--attacks", default=",".join(ATTACKS), help="ByzFL attack names, comma-separated.")
     ap.add_argument("--work", default="byzfl_side_by_side")
     ap.add_argument("--skip-byzfl", action="store_true", help="Reuse ByzFL's results in WORK/byzfl.")
     args = ap.parse_args()
     gammas = tuple(float(g) for g in args.gammas.split(","))
+    attacks = tuple(args.attacks.split(","))
     work = Path(args.work).resolve()
     (work / "byzfl").mkdir(parents=True, exist_ok=True)
     (work / "mpifl").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
-    spec = config(args.data_root, args.steps, args.seeds, str(work / "byzfl" / "results"), gammas)
+    spec = config(args.data_root, args.steps, args.seeds, str(work / "byzfl" / "results"), gammas, attacks)
     (work / "byzfl" / "config.json").write_text(json.dumps(spec, indent=2))
     byzfl_code = ("import torch; torch.set_num_threads(1); "
                   "from byzfl.benchmark.benchmark import run_benchmark; run_benchmark(1)")
@@ -83,7 +89,7 @@ def main() -> None:
         timed([sys.executable, "-c", byzfl_code], work / "byzfl", env)
     (work / "byzfl" / "wall.txt").write_text(str(t_byzfl))
 
-    mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"), gammas)
+    mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"), gammas, attacks)
     (work / "mpifl" / "config.json").write_text(json.dumps(mspec, indent=2))
     t_mpifl = timed([sys.executable, "-m", "mpifl", "byzfl", "run", str(work / "mpifl" / "config.json"), "--local",
                      "--quiet"], work / "mpifl", env)
@@ -92,7 +98,7 @@ def main() -> None:
     for f in (1, 3):
         for gamma in gammas:
             for agg in ("TrMean", "GeometricMedian"):
-                for attack in ("SignFlipping", "ALittleIsEnough"):
+                for attack in attacks:
                     name = (f"mnist_fc_mnist_n_{10 + f}_f_{f}_d_{f}_gamma_similarity_niid_{gamma}_{agg}_NNM_{attack}_"
                             f"lr_0.1_mom_0.9_wd_0.0001")
                     b = [np.atleast_1d(np.genfromtxt(work / "byzfl" / "results" / name /
