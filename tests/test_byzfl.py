@@ -44,7 +44,9 @@ def test_grid_is_byzfls_in_its_order_with_each_runs_overrides():
     assert tree["attack"] == {"name": "alie", "params": {"z": 1.5}}
     assert tree["train"]["lr"] == {"schedule": "step", "base": 0.1, "milestones": [3], "gamma": 1.0}
     assert tree["train"]["momentum"] == 0.9 and tree["train"]["batch_size"] == 8 and tree["rounds"] == 4
-    assert tree["data"] == {"dataset": "mnist", "partition": "iid", "scale": "standardize", "root": "/data"}
+    assert tree["data"] == {"dataset": "mnist", "partition": "iid", "scale": "standardize", "split_among": "honest",
+                            "root": "/data"}
+    assert tree["model"] == {"name": "fc_mnist", "init": "torch"}
     geo = translate.to_tree(points[2].setting)["aggregator"]
     assert geo == {"name": "geomed", "pre": ["nnm"], "params": {"tolerance": 0.0, "nu": 0.1, "iterations": 5, "f": 1}}
     dirichlet = next(q for q in points if q.config.data.partition == "dirichlet_niid")

@@ -13,11 +13,14 @@ from byzfl.fed_framework import models as byz_models
 from torch.utils.data import DataLoader
 
 from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
-from mpifl.config import ConfigError
+from mpifl.config import ConfigError, from_tree
 from mpifl.data.partition import partition, shards
+from mpifl.data.population import load, shares
 from mpifl.models.gradients import batched_grads
-from mpifl.models.networks import FlatModel
+from mpifl.models.networks import FlatModel, initialize
 from mpifl.rng import Purpose, numpy_rng
+
+from .conftest import small_tree
 
 C, N_POINTS, CLIENTS = 10, 1200, 7
 
@@ -105,6 +108,55 @@ def test_class_histograms_match_byzfl_over_seeds(name: str, alpha: float, tolera
     assert np.abs(mine - np.mean(theirs, axis=0)).max() < tolerance
 
 
+def honest_split_config(byzantine: list[int], clients: int = CLIENTS + 2, seed: int = 4):  # type: ignore[no-untyped-def]
+    return from_tree(small_tree(seed=seed, clients=clients, byzantine={"model": "fixed", "clients": byzantine},
+                                data={"partition": "gamma_similarity_niid", "alpha": 0.3, "split_among": "honest"}))
+
+
+def test_split_among_honest_is_byzfls_split_and_byzantine_clients_copy_honest_pieces(monkeypatch):
+    """ByzFL's distributor over its CLIENTS honest clients, index for index given the same shuffle, lands on the
+    honest ids in order; the Byzantine ids (here 2 and 8 of 9) hold copies of the first honest pieces."""
+    y = labels(1)
+    cfg = honest_split_config([8, 2])
+    permutation = numpy_rng(cfg.seed, Purpose.PARTITION).permutation(int(N_POINTS * 0.3))
+    monkeypatch.setattr(dd.random, "shuffle", lambda idx: idx.__setitem__(slice(None), [idx[i] for i in permutation]))
+    theirs = byzfl_split("gamma_similarity_niid", y, 0.3)
+    mine = shares(cfg, y)
+    assert len(mine) == CLIENTS + 2
+    honest = [0, 1, 3, 4, 5, 6, 7]
+    for j, expected in zip(honest, theirs):
+        assert np.array_equal(mine[j], expected)
+    assert np.array_equal(mine[2], theirs[0]) and np.array_equal(mine[8], theirs[1])
+    assert len(np.unique(np.concatenate([mine[j] for j in honest]))) == N_POINTS  # all data, each point once
+
+
+def test_split_among_honest_without_byzantine_clients_is_the_plain_partition():
+    y = labels(2)
+    cfg = honest_split_config([], clients=CLIENTS)
+    for a, b in zip(shares(cfg, y), ours("gamma_similarity_niid", y, 0.3, cfg.seed)):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"byzantine": {"model": "random", "k": 1}}, "data.split_among=honest needs byzantine.model=fixed"),
+    ({"byzantine": {"model": "fixed", "clients": [0, 1, 2, 3]}}, "no honest client of the 4 is left"),
+    ({"data": {"split_among": "byzantine"}}, "data.split_among='byzantine' is not one of all, honest"),
+])
+def test_split_among_honest_refuses_what_it_cannot_honour(change: dict, message: str):
+    tree = small_tree(data={"split_among": "honest"}, byzantine={"model": "fixed", "clients": [3]})
+    for key, value in change.items():
+        tree[key].update(value)
+    with pytest.raises(ConfigError, match=message):
+        from_tree(tree)
+
+
+def test_split_among_honest_refuses_a_generated_population():
+    cfg = from_tree(small_tree(data={"dataset": "leaf_synthetic", "split_among": "honest", "scale": "raw"},
+                               byzantine={"model": "fixed", "clients": [3]}))
+    with pytest.raises(ConfigError, match="data.dataset=leaf_synthetic generates each client's data itself"):
+        load(cfg, build.resolve(cfg).data)
+
+
 def test_gamma_must_be_a_fraction():
     with pytest.raises(ConfigError, match="data.alpha=1.5 is γ"):
         ours("gamma_similarity_niid", labels(), 1.5, 0)
@@ -138,6 +190,34 @@ def test_parameters_and_outputs_are_byzfls(name: str, byzfl_cls, shape):
     if name == "fc_mnist":  # logits here, log-probabilities there: the same cross-entropy
         out = F.log_softmax(out, dim=1)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,byzfl_cls,shape", MODELS, ids=[m[0] for m in MODELS])
+def test_torch_init_is_byzfls_init_draw_for_draw(name: str, byzfl_cls, shape):
+    """``model.init: torch`` from a generator seeded s gives ByzFL's model built after ``torch.manual_seed(s)``."""
+    torch.manual_seed(11)
+    theirs = byzfl_cls()
+    mine = registry.get("model", name)(shape, 10, hidden=200)
+    initialize(mine, "torch", torch.Generator().manual_seed(11))
+    for (key, a), b in zip(mine.named_parameters(), theirs.parameters()):
+        assert torch.equal(a, b), key
+
+
+def test_torch_init_statistics_are_pytorchs_default():
+    """fc_mnist: every weight and bias uniform in ±1/√fan_in (784 then 100 inputs): std bound/√3, range filled;
+    Glorot's first-layer bound √(6/884) is 2.3 times larger."""
+    model = registry.get("model", "fc_mnist")((1, 28, 28), 10, hidden=200)
+    initialize(model, "torch", torch.Generator().manual_seed(0))
+    for p, fan_in in zip(model.parameters(), (784, 784, 100, 100)):
+        bound = 1 / np.sqrt(fan_in)
+        assert p.abs().max() <= bound
+        if p.numel() > 1000:
+            assert p.abs().max() > 0.99 * bound
+            assert abs(p.std().item() - bound / np.sqrt(3)) < 0.02 * bound
+    glorot = registry.get("model", "fc_mnist")((1, 28, 28), 10, hidden=200)
+    initialize(glorot, "glorot", torch.Generator().manual_seed(0))
+    first = next(glorot.parameters())
+    assert abs(first.abs().max().item() - np.sqrt(6 / 884)) < 1e-3
 
 
 def test_models_refuse_other_input_shapes():

@@ -26,7 +26,9 @@ from .errors import ConfigError, quoted
 
 
 SCALES = ("unit", "raw", "standardize")
-INITS = ("glorot", "zeros")
+INITS = ("glorot", "zeros", "torch")
+#: Who the partition cuts the training set among (``data.split_among``).
+SPLITS = ("all", "honest")
 DEVICES = ("auto", "cpu", "cuda")
 #: What a rank-0 attack knows of DiverseFL's guiding gradient g~_j of a Byzantine client j. ``realistic``: its own
 #: honest gradient on its own data (it does not know which points it handed the server); ``white_box``: the server's
@@ -64,6 +66,8 @@ class DataConfig:
     download: bool = True
     partition: str = "shards"  # the paper: sort by class, cut into n shards
     alpha: float = 0.5  # the partition's parameter: Dirichlet concentration, gamma_similarity_niid's gamma
+    split_among: str = "all"  # all: every client gets a piece; honest: only the honest ones (ByzFL), each Byzantine
+    #                           client then holds a copy of one honest client's piece (mpifl.data.population)
     scale: str = "standardize"  # unit: x/255, raw: 0..255 (Fig. 2), standardize: (x/255 - mean)/std
     synthetic_train: int = 2000  # sizes of the dataset=synthetic stand-in
     synthetic_test: int = 500
@@ -71,6 +75,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.scale", self.scale, SCALES)
+        _choice("data.split_among", self.split_among, SPLITS)
         # gamma_similarity_niid's gamma (ByzFL's distribution_parameter) may be 0: every point sorted by class
         _positive("data.alpha", self.alpha, strict=self.partition != "gamma_similarity_niid")
         _positive("data.synthetic_train", self.synthetic_train)
@@ -80,7 +85,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    init: str = "glorot"
+    init: str = "glorot"  # glorot | zeros | torch (PyTorch's default layer init, ByzFL's)
     hidden: int = 200  # width of both MLP layers
 
     def __post_init__(self) -> None:
@@ -240,6 +245,13 @@ def validate(cfg: ExperimentConfig) -> None:
         bad = [c for c in byz.clients if not 0 <= c < n]
         if bad or len(set(byz.clients)) != len(byz.clients):
             raise ConfigError(f"byzantine.clients={byz.clients} must be distinct client ids in 0..{n - 1}.")
+    if cfg.data.split_among == "honest":
+        if byz.model != "fixed":
+            raise ConfigError(f"data.split_among=honest needs byzantine.model=fixed (got {byz.model}): the data is "
+                              "cut among the honest clients before training, so they must be known then.")
+        if len(byz.clients) >= n:
+            raise ConfigError(f"data.split_among=honest with byzantine.clients={byz.clients}: no honest client of "
+                              f"the {n} is left to hold the data.")
     m = cfg.train.clients_per_round
     if m is not None and m > n:
         raise ConfigError(f"train.clients_per_round={m} exceeds clients={n}.")

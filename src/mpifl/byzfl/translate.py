@@ -259,7 +259,8 @@ def to_tree(s: dict, data_root: str | None = None) -> dict:
     if f == 0:
         attack_name, attack_params = "none", {}
 
-    data: dict[str, Any] = {"dataset": dataset, "partition": partition, "scale": scale,
+    # ByzFL splits the data among the honest clients only (the Byzantine ones get copies: data.population.shares)
+    data: dict[str, Any] = {"dataset": dataset, "partition": partition, "scale": scale, "split_among": "honest",
                             "root": data_root if data_root is not None else ev.get("data_folder", "./data")}
     if parameter_key is not None:
         value = dist.get("distribution_parameter", 1.0)
@@ -273,7 +274,7 @@ def to_tree(s: dict, data_root: str | None = None) -> dict:
         "clients": n,
         "rounds": b.get("nb_steps", 1000),
         "data": data,
-        "model": {"name": names.MODELS[model_name]},
+        "model": {"name": names.MODELS[model_name], "init": "torch"},  # ByzFL's models keep PyTorch's init
         "train": {"batch_size": _get(s, "honest_clients", "batch_size"), "batch_fraction": None,
                   "weight_decay": float(_get(s, "honest_clients", "weight_decay")),
                   "momentum": float(_get(s, "honest_clients", "momentum")),

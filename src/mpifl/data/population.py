@@ -165,10 +165,30 @@ class LeafSynthetic(Population):
 
 def load(cfg: ExperimentConfig, params: object) -> Population:
     """The population ``cfg`` describes: a registered population (``params`` its ``data.params``), or a dataset cut
-    into ``cfg.clients`` clients by ``data.partition``."""
+    into ``cfg.clients`` clients by ``data.partition`` (see :func:`shares` for ``data.split_among``)."""
     chosen = choose("data.dataset", "dataset", cfg.data.dataset)
     if getattr(chosen, "population", False):
+        if cfg.data.split_among != "all":
+            raise ConfigError(f"data.split_among={cfg.data.split_among} cuts a dataset among clients; "
+                              f"data.dataset={cfg.data.dataset} generates each client's data itself.")
         return chosen(params, cfg.clients, cfg.seed)
     ds = chosen(cfg.data.dataset, cfg.data.root, cfg.data.download, (cfg.data.synthetic_train,
                                                                     cfg.data.synthetic_test))
-    return Partitioned(ds, partition(cfg.data.partition, ds.train_y, cfg.clients, cfg.data.alpha, cfg.seed))
+    return Partitioned(ds, shares(cfg, ds.train_y))
+
+
+def shares(cfg: ExperimentConfig, labels: torch.Tensor) -> list[np.ndarray]:
+    """Every client's indices. ``data.split_among: all`` cuts the set into ``cfg.clients`` pieces. ``honest`` is
+    ByzFL's set-up: the partition cuts it among the h honest clients only (each holds 1/h of it, in the cut ByzFL
+    makes), and the k-th Byzantine client (in id order) holds a copy of the (k mod h)-th honest client's piece. ByzFL's
+    Byzantine clients hold no data; a copy gives mpifl's data-using Byzantine clients (client-side attacks, DiverseFL's
+    shared sample) data from the honest distribution without taking any from the honest clients."""
+    kind, alpha, seed = cfg.data.partition, cfg.data.alpha, cfg.seed
+    if cfg.data.split_among == "all":
+        return partition(kind, labels, cfg.clients, alpha, seed)
+    byzantine = sorted(cfg.byzantine.clients)
+    honest = sorted(set(range(cfg.clients)) - set(byzantine))
+    pieces = partition(kind, labels, len(honest), alpha, seed)
+    owner = dict(zip(honest, pieces))
+    owner.update({j: pieces[k % len(honest)] for k, j in enumerate(byzantine)})
+    return [owner[j] for j in range(cfg.clients)]

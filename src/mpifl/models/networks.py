@@ -66,16 +66,35 @@ register("model", "vgg11_gn")(lambda input_shape, num_classes, hidden: vgg11_gn(
 
 
 def initialize(model: nn.Module, kind: str, generator: torch.Generator) -> None:
-    """Glorot-uniform weights and zero biases for linear and conv layers, or all zeros (Fig. 2)."""
+    """``model.init``: Glorot-uniform weights and zero biases for linear and conv layers (the paper's), all zeros
+    (Fig. 2), or ``torch``: PyTorch's own default (each layer's ``reset_parameters``: weights and biases uniform in
+    ±1/√fan_in, norm layers 1 and 0), which ByzFL's models keep. ``torch`` draws from ``generator`` layer by layer in
+    module order, which is the order PyTorch draws them while building the model: a generator seeded s gives what
+    ``torch.manual_seed(s)`` then building ByzFL's model gives."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if kind == "torch":
+                _torch_default(module, generator)
+            elif isinstance(module, (nn.Linear, nn.Conv2d)):
                 if kind == "zeros":
                     module.weight.zero_()
                 else:
                     nn.init.xavier_uniform_(module.weight, generator=generator)
                 if module.bias is not None:
                     module.bias.zero_()
+
+
+def _torch_default(module: nn.Module, generator: torch.Generator) -> None:
+    """``module.reset_parameters()`` of a linear or conv layer, drawn from ``generator`` (PyTorch's own draws from
+    its global generator); other layers with parameters reset themselves without drawing (norm layers: 1 and 0)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+        if module.bias is not None:
+            fan_in = nn.init._calculate_fan_in_and_fan_out(module.weight)[0]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        module.reset_parameters()
 
 
 class FlatModel:
