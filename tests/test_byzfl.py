@@ -45,8 +45,8 @@ def test_grid_is_byzfls_in_its_order_with_each_runs_overrides():
     assert tree["train"]["lr"] == {"schedule": "step", "base": 0.1, "milestones": [3], "gamma": 1.0}
     assert tree["train"]["momentum"] == 0.9 and tree["train"]["batch_size"] == 8 and tree["rounds"] == 4
     assert tree["data"] == {"dataset": "mnist", "partition": "iid", "scale": "standardize", "split_among": "honest",
-                            "root": "/data"}
-    assert tree["model"] == {"name": "fc_mnist", "init": "torch"}
+                            "seed": 0, "root": "/data"}
+    assert tree["model"] == {"name": "fc_mnist", "init": "torch", "seed": 0}
     geo = translate.to_tree(points[2].setting)["aggregator"]
     assert geo == {"name": "geomed", "pre": ["nnm"], "params": {"tolerance": 0.0, "nu": 0.1, "iterations": 5, "f": 1}}
     dirichlet = next(q for q in points if q.config.data.partition == "dirichlet_niid")
@@ -68,6 +68,18 @@ def test_expansion_equals_byzfls_own():
         [translate.folder_name(s) + str(s["benchmark_config"]["training_seed"]) for s in theirs]
 
 
+def test_data_distribution_seed_draws_partition_and_init_training_seed_the_rest():
+    """As in ByzFL: points that differ only in training_seed share the partition and the initial model."""
+    data = copy.deepcopy(SMALL)
+    data["benchmark_config"].update(f=1, training_seed=3, data_distribution_seed=5, nb_data_distribution_seeds=2)
+    points = [p for p in translate.points(data) if p.setting["aggregator"]["name"] == "TrMean"
+              and p.setting["benchmark_config"]["data_distribution"]["name"] == "iid"
+              and p.setting["model"]["learning_rate"] == 0.1]
+    assert [(p.config.seed, p.config.data.seed, p.config.model.seed) for p in points] == \
+        [(3, 5, 5), (3, 6, 6), (4, 5, 5), (4, 6, 6)]
+    assert points[1].out.name.endswith("_tr_seed_3_dd_seed_6.h5")
+
+
 def test_tolerated_f_keeps_declared_at_least_real_and_hands_it_to_the_rules():
     data = {**SMALL, "benchmark_config": {**SMALL["benchmark_config"], "tolerated_f": [2], "nb_training_seeds": 1}}
     points = translate.points(data)
@@ -82,7 +94,6 @@ def test_tolerated_f_keeps_declared_at_least_real_and_hands_it_to_the_rules():
     (lambda d: d.update(aggregator={"name": "Krumm"}), "ByzFL aggregator 'Krumm' has no mpifl counterpart"),
     (lambda d: d.update(aggregator={"name": "TrMean", "parameters": {"beta": 0.1}}),
      "ByzFL aggregator TrMean: parameter 'beta' is not supported by mpifl's trmean"),
-    (lambda d: d["benchmark_config"].update(nb_data_distribution_seeds=2), "nb_data_distribution_seeds must be 1"),
     (lambda d: d["benchmark_config"].update(size_train_set=0.8), "size_train_set=0.8: mpifl has no validation"),
     (lambda d: d["model"].update(dataset_name="emnist"), "model.dataset_name='emnist' is not supported"),
 ])

@@ -13,7 +13,7 @@ from byzfl.fed_framework import models as byz_models
 from torch.utils.data import DataLoader
 
 from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
-from mpifl.config import ConfigError, from_tree
+from mpifl.config import ConfigError, ExperimentConfig, from_tree
 from mpifl.data.partition import partition, shards
 from mpifl.data.population import load, shares
 from mpifl.models.gradients import batched_grads
@@ -108,7 +108,7 @@ def test_class_histograms_match_byzfl_over_seeds(name: str, alpha: float, tolera
     assert np.abs(mine - np.mean(theirs, axis=0)).max() < tolerance
 
 
-def honest_split_config(byzantine: list[int], clients: int = CLIENTS + 2, seed: int = 4):  # type: ignore[no-untyped-def]
+def honest_split_config(byzantine: list[int], clients: int = CLIENTS + 2, seed: int = 4) -> ExperimentConfig:
     return from_tree(small_tree(seed=seed, clients=clients, byzantine={"model": "fixed", "clients": byzantine},
                                 data={"partition": "gamma_similarity_niid", "alpha": 0.3, "split_among": "honest"}))
 
@@ -128,6 +128,30 @@ def test_split_among_honest_is_byzfls_split_and_byzantine_clients_copy_honest_pi
         assert np.array_equal(mine[j], expected)
     assert np.array_equal(mine[2], theirs[0]) and np.array_equal(mine[8], theirs[1])
     assert len(np.unique(np.concatenate([mine[j] for j in honest]))) == N_POINTS  # all data, each point once
+
+
+def test_data_seed_draws_the_partition_instead_of_the_runs_seed():
+    y = labels(2)
+    cfg = from_tree(small_tree(seed=1, clients=CLIENTS,
+                               data={"partition": "gamma_similarity_niid", "alpha": 0.3, "seed": 4}))
+    for a, b in zip(shares(cfg, y), ours("gamma_similarity_niid", y, 0.3, 4)):
+        assert np.array_equal(a, b)
+
+
+def test_model_seed_draws_the_initial_model_instead_of_the_runs_seed(tmp_path):
+    """Two runs with different seeds and one model.seed start from the same θ (one step of lr 1e-30 leaves it)."""
+    import h5py
+
+    from mpifl.train import run
+
+    thetas = []
+    for seed in (1, 2):
+        cfg = from_tree(small_tree(seed=seed, rounds=1, model={"init": "torch", "seed": 7},
+                                   train={"lr": {"schedule": "constant", "base": 1e-30}}))
+        run(cfg, tmp_path / f"s{seed}.h5", progress=None)
+        with h5py.File(tmp_path / f"s{seed}.h5") as f:
+            thetas.append(f["model/theta"][:])
+    assert np.array_equal(thetas[0], thetas[1]) and np.abs(thetas[0]).max() > 0
 
 
 def test_split_among_honest_without_byzantine_clients_is_the_plain_partition():

@@ -66,6 +66,7 @@ class DataConfig:
     download: bool = True
     partition: str = "shards"  # the paper: sort by class, cut into n shards
     alpha: float = 0.5  # the partition's parameter: Dirichlet concentration, gamma_similarity_niid's gamma
+    seed: int | None = None  # the partition's seed (ByzFL's data_distribution_seed); None: the run's seed
     split_among: str = "all"  # all: every client gets a piece; honest: only the honest ones (ByzFL), each Byzantine
     #                           client then holds a copy of one honest client's piece (mpifl.data.population)
     scale: str = "standardize"  # unit: x/255, raw: 0..255 (Fig. 2), standardize: (x/255 - mean)/std
@@ -76,6 +77,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data.scale", self.scale, SCALES)
         _choice("data.split_among", self.split_among, SPLITS)
+        if self.seed is not None:
+            _positive("data.seed", self.seed, strict=False)
         # gamma_similarity_niid's gamma (ByzFL's distribution_parameter) may be 0: every point sorted by class
         _positive("data.alpha", self.alpha, strict=self.partition != "gamma_similarity_niid")
         _positive("data.synthetic_train", self.synthetic_train)
@@ -87,9 +90,12 @@ class ModelConfig:
     name: str = "mlp"
     init: str = "glorot"  # glorot | zeros | torch (PyTorch's default layer init, ByzFL's)
     hidden: int = 200  # width of both MLP layers
+    seed: int | None = None  # the initialisation's seed (ByzFL draws it from data_distribution_seed); None: the run's
 
     def __post_init__(self) -> None:
         _choice("model.init", self.init, INITS)
+        if self.seed is not None:
+            _positive("model.seed", self.seed, strict=False)
         _positive("model.hidden", self.hidden)
 
 

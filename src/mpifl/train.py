@@ -89,7 +89,8 @@ def _setup(cfg: ExperimentConfig, tp: transport_mod.Transport, out: Path, overwr
     scaling = datasets.Scaling(cfg.data.scale, *population.stats()).to(place.device)
 
     module = build(cfg.model.name, population.input_shape, population.num_classes, cfg.model.hidden)
-    initialize(module, cfg.model.init, generator(cfg.seed, Purpose.INIT))
+    init_seed = cfg.seed if cfg.model.seed is None else cfg.model.seed
+    initialize(module, cfg.model.init, generator(init_seed, Purpose.INIT))
     flat = FlatModel(module.to(place.device))
     theta = flat.flatten()
 

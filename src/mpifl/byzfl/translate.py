@@ -196,9 +196,6 @@ def to_tree(s: dict, data_root: str | None = None) -> dict:
                                   "(clients upload gradients each step); FedAvg's local steps are not supported.")
     _require(_get(s, "model", "optimizer_name") == "SGD",
              f"model.optimizer_name={quoted(s['model'].get('optimizer_name'))}: mpifl's server takes SGD steps only.")
-    _require(b.get("nb_data_distribution_seeds", 1) == 1 and b.get("data_distribution_seed", 0) == 0,
-             "benchmark_config.nb_data_distribution_seeds must be 1 and data_distribution_seed 0: mpifl draws the "
-             "partition from the run's seed (training_seed), it has no separate data seed.")
     if "size_train_set" in b:
         _require(b["size_train_set"] == 1.0, f"benchmark_config.size_train_set={b['size_train_set']}: mpifl has no "
                  "validation split; set it to 1.0 (the learning rate is then chosen on test accuracy, as ByzFL does "
@@ -260,7 +257,9 @@ def to_tree(s: dict, data_root: str | None = None) -> dict:
         attack_name, attack_params = "none", {}
 
     # ByzFL splits the data among the honest clients only (the Byzantine ones get copies: data.population.shares)
+    # ByzFL draws the partition and the model's initialisation from data_distribution_seed, the rest from training_seed
     data: dict[str, Any] = {"dataset": dataset, "partition": partition, "scale": scale, "split_among": "honest",
+                            "seed": b["data_distribution_seed"],
                             "root": data_root if data_root is not None else ev.get("data_folder", "./data")}
     if parameter_key is not None:
         value = dist.get("distribution_parameter", 1.0)
@@ -274,7 +273,8 @@ def to_tree(s: dict, data_root: str | None = None) -> dict:
         "clients": n,
         "rounds": b.get("nb_steps", 1000),
         "data": data,
-        "model": {"name": names.MODELS[model_name], "init": "torch"},  # ByzFL's models keep PyTorch's init
+        "model": {"name": names.MODELS[model_name], "init": "torch",  # ByzFL's models keep PyTorch's init
+                  "seed": b["data_distribution_seed"]},
         "train": {"batch_size": _get(s, "honest_clients", "batch_size"), "batch_fraction": None,
                   "weight_decay": float(_get(s, "honest_clients", "weight_decay")),
                   "momentum": float(_get(s, "honest_clients", "momentum")),

@@ -183,7 +183,8 @@ def shares(cfg: ExperimentConfig, labels: torch.Tensor) -> list[np.ndarray]:
     makes), and the k-th Byzantine client (in id order) holds a copy of the (k mod h)-th honest client's piece. ByzFL's
     Byzantine clients hold no data; a copy gives mpifl's data-using Byzantine clients (client-side attacks, DiverseFL's
     shared sample) data from the honest distribution without taking any from the honest clients."""
-    kind, alpha, seed = cfg.data.partition, cfg.data.alpha, cfg.seed
+    kind, alpha = cfg.data.partition, cfg.data.alpha
+    seed = cfg.seed if cfg.data.seed is None else cfg.data.seed
     if cfg.data.split_among == "all":
         return partition(kind, labels, cfg.clients, alpha, seed)
     byzantine = sorted(cfg.byzantine.clients)
