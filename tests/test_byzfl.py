@@ -118,6 +118,23 @@ def test_diversefl_comes_from_the_same_json():
     build.resolve(points[0].config)
 
 
+def test_diversefl_runs_with_byzantine_clients_holding_copies_of_honest_data(tmp_path: Path):
+    """ByzFL's Byzantine clients hold no data; DiverseFL needs their samples: they hold honest clients' pieces."""
+    import h5py
+
+    from mpifl.train import run
+
+    data = copy.deepcopy(SMALL)
+    data["aggregator"], data["pre_aggregators"] = [{"name": "DiverseFL", "parameters": {"sample_fraction": 0.2}}], []
+    data["benchmark_config"]["f"] = [1]
+    point = translate.points(data, out_dir=tmp_path, overrides=(
+        "data.dataset=synthetic", "model.name=mlp", "model.hidden=8"))[0]
+    assert point.config.data.split_among == "honest" and point.config.byzantine.clients == [4]
+    run(point.config, point.out, progress=None)
+    with h5py.File(point.out) as f:
+        assert f["clients/accepted"].shape[1] == 5 and np.isfinite(f["test_accuracy"][-1])
+
+
 def test_names_table_uses_the_agreed_registry_names():
     table = {k: v.name for t in (names.AGGREGATORS, names.PRE_AGGREGATORS, names.ATTACKS) for k, v in t.items()}
     assert table.items() >= {
