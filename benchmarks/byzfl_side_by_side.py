@@ -10,8 +10,8 @@ loading included). Per cell: the final test accuracy, mean ± std over seeds, of
 
 The seeds are ByzFL's data-distribution seeds (one training seed): in ByzFL that seed draws the partition and the
 initial model, the training seed only the batches, so seeds of one data-distribution seed share one draw of the
-partition and initial model, and the two tools can only agree in distribution over those draws (one draw moved a
-cell by 5 points; see docs/byzfl.md).
+partition and initial model, and the two tools can only agree in distribution over those draws (ByzFL's own draws
+spread f = 3 SignFlipping under TrMean over 6 points; see docs/byzfl.md).
 """
 
 from __future__ import annotations
