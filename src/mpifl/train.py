@@ -159,7 +159,7 @@ def run(cfg: ExperimentConfig, out: Path, tp: transport_mod.Transport | None = N
     tp = tp or transport_mod.create()
     s = agreed(tp, lambda: _setup(cfg, tp, out, overwrite or resume))
     rows = cfg.train.clients_per_round if s.pool is not None else cfg.clients  # a round's matrix: cohort or all
-    tp.configure(client_blocks(rows, tp.size), s.flat.dim, s.placement.device)
+    tp.configure(client_blocks(rows, tp.size), s.flat.dim, s.placement.device, 1 if s.clients.flipped is None else 2)
     ckpt = agreed(tp, lambda: checkpoint_to_resume(cfg, out, s.flat.dim) if resume and s.placement.is_server else None)
     start = tp.share_int(ckpt.round + 1 if ckpt is not None else 1)
     if ckpt is not None:
@@ -233,6 +233,8 @@ class _RoundLoop:
                 block = s.clients.messages(theta, r, byzantine, lr, sampled)
             compute = clock.lap("client_compute")
             z = tp.gather(block)
+            # the honest clients' flipped-label gradients, a second matrix in client order (raw buffers, as z)
+            flipped = tp.gather(s.clients.flipped, 1) if s.clients.flipped is not None else None
             stats = tp.gather_stats(memory.round_stats(compute, s.placement.device))
             clock.lap("gather")
             halt: Exception | None = None
@@ -240,7 +242,7 @@ class _RoundLoop:
                 clock.times["client_compute"] = float(stats[:, 0].max())
                 try:
                     theta, record = self._serve(r, z, theta, byzantine, sampled, lr, clock, stats[:, 1:],
-                                                cohort if s.pool is not None else None)
+                                                cohort if s.pool is not None else None, flipped)
                 except (health.Diverged, OutputError) as exc:
                     halt = exc
                 else:
@@ -262,17 +264,18 @@ class _RoundLoop:
 
     def _serve(self, r: int, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor,
                sampled: torch.Tensor | None, lr: float, clock: Clock, peaks: np.ndarray,
-               cohort: torch.Tensor | None = None) -> tuple[torch.Tensor, RoundRecord]:
+               cohort: torch.Tensor | None = None,
+               flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, RoundRecord]:
         """Rank 0's half of round r: screen, compare, aggregate, step (eq. 13), evaluate, record. ``peaks`` is every
         rank's [peak RSS, peak GPU memory] in bytes. In a cross-device round ``z`` holds the ``cohort`` only (its
-        rows in id order), and so do the masks and the record."""
+        rows in id order), and so do the masks and the record; ``flipped`` (rows as ``z``) is for the attack."""
         cfg, server = self.cfg, self.s.server
         assert server is not None and self.writer is not None and self.s.test is not None
         if cohort is not None:
             byzantine, sampled = byzantine[cohort], torch.ones_like(cohort, dtype=torch.bool)
         assert sampled is not None
         if self.s.adversary is not None:
-            self.s.adversary.corrupt(z, theta, byzantine, sampled, r, cohort)
+            self.s.adversary.corrupt(z, theta, byzantine, sampled, r, cohort, flipped)
             clock.lap("gather")  # the attack stands in for the Byzantine clients' upload
         partial = cfg.train.clients_per_round is not None and cohort is None
         screened = server.examine(z, theta, sampled if partial else None, r, cohort)

@@ -24,13 +24,13 @@ class LocalTransport:
 
     rank, size, local_rank = 0, 1, 0
 
-    def configure(self, blocks: list[range], dim: int, device: torch.device) -> None:
+    def configure(self, blocks: list[range], dim: int, device: torch.device, planes: int = 1) -> None:
         """Nothing to preallocate in one process."""
 
     def broadcast(self, theta: torch.Tensor) -> torch.Tensor:
         return theta
 
-    def gather(self, block: torch.Tensor) -> torch.Tensor:
+    def gather(self, block: torch.Tensor, plane: int = 0) -> torch.Tensor:
         return block
 
     def gather_stats(self, stats: np.ndarray) -> np.ndarray:
@@ -74,12 +74,14 @@ class MpiTransport:
         self.local_rank = node.Get_rank()
         node.Free()
 
-    def configure(self, blocks: list[range], dim: int, device: torch.device) -> None:
+    def configure(self, blocks: list[range], dim: int, device: torch.device, planes: int = 1) -> None:
         """Allocate the round's buffers once and fix the Gatherv layout (rank r sends len(blocks[r]) rows of d floats).
 
         The wire buffers live on the device when MPI reads it directly (CPU, or GPU with CUDA-aware MPI); otherwise
         they are pinned host memory (fast DMA staging) with device twins, also allocated once. θ and rank 0's [n, d]
-        matrix are handed out as these buffers, not copies, so nothing model-sized is allocated per round.
+        matrix are handed out as these buffers, not copies, so nothing model-sized is allocated per round. ``planes``
+        is how many such matrices a round gathers (2 under an attack that reads the honest clients' flipped-label
+        gradients, :attr:`mpifl.attacks.Attack.needs_flipped`), each into its own receive buffer.
         """
         on_gpu = device.type == "cuda"
         self.direct = not on_gpu or cuda_aware()
@@ -96,8 +98,9 @@ class MpiTransport:
         self.theta = alloc(dim)
         self.theta_dev = twin(self.theta)
         self.send = alloc(len(blocks[self.rank]), dim)
-        self.recv = alloc(sum(len(b) for b in blocks), dim) if self.rank == 0 else None
-        self.recv_dev = twin(self.recv) if self.recv is not None else None
+        wires = [alloc(sum(len(b) for b in blocks), dim) for _ in range(planes)] if self.rank == 0 else []
+        self.planes = [(wire, twin(wire)) for wire in wires]
+        self.recv = self.planes[0][0] if self.planes else None  # the updates' wire buffer, which scatter reuses
 
     def _wire(self, t: torch.Tensor):  # type: ignore[no-untyped-def]
         """What mpi4py is handed: the device tensor itself (CUDA-aware) or a zero-copy numpy view."""
@@ -112,16 +115,17 @@ class MpiTransport:
             self.theta_dev.copy_(self.theta)
         return self.theta_dev
 
-    def gather(self, block: torch.Tensor) -> torch.Tensor | None:
-        """Rank 0: the [n, d] matrix in client order, as its receive buffer (overwritten next round); else None."""
+    def gather(self, block: torch.Tensor, plane: int = 0) -> torch.Tensor | None:
+        """Rank 0: the [n, d] matrix in client order, as the receive buffer of ``plane`` (overwritten next round);
+        else None."""
         self.send.copy_(block)
         if self.rank == 0:
-            assert self.recv is not None and self.recv_dev is not None
-            buf, mpi_type = self._wire(self.recv)
+            recv, recv_dev = self.planes[plane]
+            buf, mpi_type = self._wire(recv)
             self.comm.Gatherv(self._wire(self.send), [buf, (self.counts, self.displs), mpi_type], root=0)
-            if self.recv_dev is not self.recv:
-                self.recv_dev.copy_(self.recv)
-            return self.recv_dev
+            if recv_dev is not recv:
+                recv_dev.copy_(recv)
+            return recv_dev
         self.comm.Gatherv(self._wire(self.send), None, root=0)
         return None
 

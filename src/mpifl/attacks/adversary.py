@@ -34,14 +34,16 @@ class Adversary:
         self.client_test = tests[0] if tests else None
 
     def corrupt(self, z: torch.Tensor, theta: torch.Tensor, byzantine: torch.Tensor, sampled: torch.Tensor,
-                round_: int, clients: torch.Tensor | None = None) -> None:
+                round_: int, clients: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> None:
         """Replace, in place, the rows of the round's Byzantine clients that take part (``sampled``); ``clients``
-        names each row's client where ``z`` holds a cross-device cohort (None: row j is client j)."""
+        names each row's client where ``z`` holds a cross-device cohort (None: row j is client j). ``flipped``
+        (rows as ``z``): the clients' flipped-label gradients, for an attack with ``needs_flipped``."""
         byzantine, sampled = byzantine.to(z.device), sampled.to(z.device)
         bad = (byzantine & sampled).nonzero().flatten()
         if len(bad) == 0:
             return
         honest = z[sampled & ~byzantine]
+        flipped_honest = flipped[sampled & ~byzantine] if flipped is not None else None
         own = z[bad].clone()
         guiding = None
         if self.attack.needs_guiding:
@@ -49,7 +51,8 @@ class Adversary:
             guiding = self.white_box.gradients(theta, whose) if self.white_box is not None else own
         facts = RuleFacts(self.name, len(honest) + len(bad), len(bad), self.rule.params, self.client_test,
                           simulated_server(self.pipeline, theta, round_, self.seed))
-        view = AttackView(honest, own, guiding, theta, round_, generator(self.seed, Purpose.COLLUSION, round_), facts)
+        view = AttackView(honest, own, guiding, theta, round_, generator(self.seed, Purpose.COLLUSION, round_), facts,
+                          flipped_honest)
         z[bad] = self.attack.forge(view).to(z.dtype)
 
 

@@ -53,6 +53,9 @@ class AttackView:
     round: int
     generator: torch.Generator  # CPU generator of the round's attack draws (draw on the CPU, then move)
     rule: RuleFacts
+    #: [h, d] the honest clients' gradients on their round's mini-batch with flipped labels (c → C − 1 − c), no
+    #: momentum, rows in the order of ``honest``; for attacks with ``needs_flipped``, None for the others
+    flipped: torch.Tensor | None = None
 
 
 class Attack:
@@ -60,12 +63,15 @@ class Attack:
 
     Client-side hooks (identity by default): :meth:`poison_labels`, :meth:`poison_sample`, :meth:`tamper`. Rank-0
     attacks set ``on_rank0`` and implement :meth:`forge`; ``needs_guiding`` asks rank 0 for the attacker's estimate
-    of its guiding gradients (``AttackView.guiding``).
+    of its guiding gradients (``AttackView.guiding``); ``needs_flipped`` asks every honest client for a second
+    gradient on its mini-batch with flipped labels, computed where the client lives and gathered as a second matrix
+    (``AttackView.flipped``): that pass costs a gradient per honest client, so only such attacks get it.
     """
 
     Params: ClassVar[type] = NoParams
     on_rank0: ClassVar[bool] = False
     needs_guiding: ClassVar[bool] = False
+    needs_flipped: ClassVar[bool] = False
 
     def __init__(self, params: object) -> None:
         self.params = params

@@ -3,7 +3,8 @@
 References
     Sign flipping of the honest mean: Z. Allen-Zhu, F. Ebrahimianghazani, J. Li, D. Alistarh, "Byzantine-Resilient
     Non-Convex Stochastic Gradient Descent", ICLR 2021, arXiv:2012.14368 (the reference ByzFL's ``SignFlipping``
-    cites). Inf and Gaussian: ByzFL 0.0.11's ``Inf`` and ``Gaussian`` (crash-like and random faults).
+    cites). Inf and Gaussian: ByzFL 0.0.11's ``Inf`` and ``Gaussian`` (crash-like and random faults). Mean of the
+    flipped-label gradients: ByzFL 0.0.11's ``LabelFlipping`` as its DSGD benchmark runs it (``benchmark/train.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..registry import register
+from ..config import ExperimentConfig
+from ..registry import get, register
 from .base import AttackView, ColludingAttack, require
 from .field import _all_send
 
@@ -25,6 +27,27 @@ class MeanSignFlip(ColludingAttack):
 
     def forge(self, view: AttackView) -> torch.Tensor:
         return _all_send(-view.honest.mean(dim=0), view)
+
+
+@register("attack", "mean_class_flip")
+class MeanClassFlip(ColludingAttack):
+    """Every Byzantine client sends the mean of the honest clients' gradients on their round's mini-batches with
+    flipped labels (c → C − 1 − c), without momentum; ByzFL 0.0.11's ``LabelFlipping`` in its DSGD benchmark (each
+    honest client also differentiates its batch with flipped labels, and the f Byzantine vectors are that mean).
+    Unlike the client-side ``class_flip`` (each Byzantine client trains on its own data with flipped labels), the
+    flipped gradients are the honest clients', computed on their ranks (``needs_flipped``)."""
+
+    needs_flipped = True
+
+    @classmethod
+    def check(cls, params: object, cfg: ExperimentConfig) -> None:
+        clients = get("clients", get("rule", cfg.aggregator.name).needs.clients)
+        require(not clients.every_round, f"attack.name=mean_class_flip needs clients that upload gradients; "
+                f"aggregator.name={cfg.aggregator.name}'s clients upload model copies.")
+
+    def forge(self, view: AttackView) -> torch.Tensor:
+        assert view.flipped is not None
+        return _all_send(view.flipped.mean(dim=0), view)
 
 
 @register("attack", "inf")

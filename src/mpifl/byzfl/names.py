@@ -5,8 +5,7 @@ A component maps ByzFL's parameter names to mpifl's (``params``; a callable turn
 are mpifl parameters that make the mpifl component behave as ByzFL's (GeometricMedian runs all T steps). ByzFL gives
 every aggregator and pre-aggregator the declared number of Byzantine clients as ``f``; a component whose ``params``
 has no ``f`` does not take it (ByzFL drops it too). A ByzFL parameter outside ``params`` is refused, never dropped.
-ByzFL's LabelFlipping (the honest clients' flipped-label mean, sent by every Byzantine client) and its ResNets
-beyond ResNet-18 have no counterpart yet and are refused by name.
+ByzFL's ResNets beyond ResNet-18 have no counterpart yet and are refused by name.
 """
 
 from __future__ import annotations
@@ -88,6 +87,7 @@ ATTACKS: dict[str, Component] = {
     "Mimic": Component("mimic", {"epsilon": "target"}, {"epsilon": 0}),
     "Inf": Component("inf"),
     "Gaussian": Component("gaussian_vectors", _same("mu", "sigma"), {"mu": 0.0, "sigma": 1.0}),
+    "LabelFlipping": Component("mean_class_flip"),
 }
 
 #: ByzFL distribution → (mpifl partition, the config key its distribution_parameter goes to; None: unused)

@@ -1,7 +1,8 @@
 """Clients of gradient-based rules: each uploads z_j = g_j (eq. 3), a Byzantine one what its attack makes of it
 (eq. 5); Noisy Median's honest clients add Gaussian noise first. With ``train.momentum`` = beta > 0 each client keeps
 m_j <- beta m_j + (1 - beta) g_j (m_j = 0 before round 1) and uploads m_j instead (ByzFL's DSGD); a Byzantine client's
-own vector, the one a client-side attack tampers with, is its momentum too."""
+own vector, the one a client-side attack tampers with, is its momentum too. Under an attack that reads them
+(``Attack.needs_flipped``) each honest client also differentiates its batch with flipped labels (no momentum)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import ClassVar
 import torch
 
 from ..attacks import Attack
+from ..attacks.client import flipped
 from ..config import ExperimentConfig
 from ..data.datasets import Scaling
 from ..models.gradients import batched_grads, stack_padded
@@ -49,6 +51,9 @@ class GradientClients:
         self.out = theta0.new_empty((len(clients), flat.dim))  # the rank's update block, reused every round
         # [k, d] momentum of the hosted clients (train.momentum > 0 only): per-client state, kept in checkpoints
         self.momentum = theta0.new_zeros((len(clients), flat.dim)) if cfg.train.momentum > 0 else None
+        #: [k, d] the honest clients' flipped-label gradients of the round, laid out as the update block (zero rows for
+        #: Byzantine clients and those outside the round); only under an attack with ``needs_flipped``
+        self.flipped = theta0.new_zeros((len(clients), flat.dim)) if attack.needs_flipped else None
 
     def host(self, clients: list[ClientData]) -> None:
         """Compute for ``clients`` from now on (cross-device rounds hand each worker its share of the cohort); the
@@ -56,6 +61,8 @@ class GradientClients:
         self.clients, self.ids = clients, [c.client for c in clients]
         if self.out.shape[0] != len(clients):
             self.out = self.out.new_empty((len(clients), self.flat.dim))
+            if self.flipped is not None:
+                self.flipped = self.out.new_zeros((len(clients), self.flat.dim))
 
     def _batch(self, c: ClientData, round_: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Client c's mini-batch of round ``round_``: uint8 images (scaled as they are stacked) and labels."""
@@ -68,10 +75,13 @@ class GradientClients:
                   sampled: torch.Tensor | None = None) -> torch.Tensor:
         """[k, d] mini-batch gradients of the hosted clients; Byzantine ones on poisoned labels, in the rank's update
         block (overwritten every call). Clients outside ``sampled`` ([n] bool; None: all) compute nothing: zero rows.
+        Under an attack with ``needs_flipped`` also :attr:`flipped`, from the same batches.
 
         ``theta`` is [d], or [k, d] for per-client models; ``byzantine`` is the full [n] ground-truth mask.
         """
         rows = [row for row, j in enumerate(self.ids) if sampled is None or sampled[j]]
+        if self.flipped is not None:
+            self.flipped.zero_()
         if not rows:  # the server rank of a multi-rank job hosts nobody; or none of this rank's clients take part
             return self.out.zero_()
         xs, ys = [], []
@@ -84,11 +94,25 @@ class GradientClients:
             ys.append(y)
         x, y, w = stack_padded(xs, ys, self.batch_length, self.scaling.into)
         chunk = self.cfg.train.client_chunk
+        if self.flipped is not None:
+            honest = [at for at, row in enumerate(rows) if not byzantine[self.ids[row]]]
+            self._flipped_gradients(theta, x, y, w, honest, [rows[at] for at in honest])
         if len(rows) == len(self.ids):
             return batched_grads(self.flat, theta, x, y, w, chunk, self.out)
         self.out.zero_()
         self.out[rows] = batched_grads(self.flat, theta, x, y, w, chunk)
         return self.out
+
+    def _flipped_gradients(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                           at: list[int], rows: list[int]) -> None:
+        """Rows ``rows`` of :attr:`flipped`: the gradients on the stacked batches ``at`` of (x, y, w) with flipped
+        labels. Padding points keep weight 0 whatever their label becomes."""
+        assert self.flipped is not None
+        if not at:
+            return
+        pick = torch.tensor(at, device=x.device)
+        self.flipped[rows] = batched_grads(self.flat, theta, x[pick], flipped(y[pick], self.num_classes), w[pick],
+                                           self.cfg.train.client_chunk)
 
     def _forge_rows(self, z: torch.Tensor, round_: int, byzantine: torch.Tensor,
                     sampled: torch.Tensor | None = None) -> torch.Tensor:
