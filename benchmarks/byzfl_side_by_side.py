@@ -6,7 +6,9 @@ The grid: 10 honest clients, f in {1, 3}, gamma_similarity_niid at two levels, T
 SignFlipping and Optimal_ALittleIsEnough (``--attacks``), fc_mnist on MNIST, one learning rate. ByzFL reads MNIST through torchvision from
 data_folder (the torchvision layout, MNIST/raw/*-ubyte: no download when the files are there). Both run one process
 with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)); wall times are whole processes (start-up and data
-loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall times.
+loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall times, and
+mpifl's seconds per run in each phase of its rounds (from the run files' ``time/*``; a rank-0 attack such as
+Optimal_ALittleIsEnough runs in ``gather``, where the Byzantine rows are forged).
 
 The seeds are ByzFL's data-distribution seeds (one training seed): in ByzFL that seed draws the partition and the
 initial model, the training seed only the batches, so seeds of one data-distribution seed share one draw of the
@@ -32,6 +34,7 @@ ROOT = HERE.parent
 
 
 ATTACKS = ("SignFlipping", "Optimal_ALittleIsEnough")
+PHASES = ("client_compute", "gather", "aggregation", "evaluation")  # the others are ~0 in one process
 
 
 def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[float, ...] = (1.0, 0.5),
@@ -100,7 +103,7 @@ def main() -> None:
     t_mpifl = timed([sys.executable, "-m", "mpifl", "byzfl", "run", str(work / "mpifl" / "config.json"), "--local",
                      "--quiet"], work / "mpifl", env)
 
-    rows = []
+    rows, times = [], []
     for f in (1, 3):
         for gamma in gammas:
             for agg in ("TrMean", "GeometricMedian"):
@@ -110,12 +113,14 @@ def main() -> None:
                     b = [np.atleast_1d(np.genfromtxt(work / "byzfl" / "results" / name /
                                                      f"test_accuracy_tr_seed_0_dd_seed_{s}.txt", delimiter=","))[-1]
                          for s in range(args.seeds)]
-                    m = []
+                    m, spent = [], []
                     for s in range(args.seeds):
                         with h5py.File(work / "mpifl" / "results" / f"{name}_tr_seed_0_dd_seed_{s}.h5") as fh:
                             acc = fh["test_accuracy"][:]
                             m.append(float(acc[~np.isnan(acc)][-1]))
+                            spent.append([float(fh["time"][phase][:].sum()) for phase in PHASES])
                     rows.append((f, gamma, agg, attack, np.mean(b), np.std(b), np.mean(m), np.std(m)))
+                    times.append((f, gamma, agg, attack, np.mean(spent, axis=0)))
     print(f"{args.steps} steps, {args.seeds} seeds, 10 honest clients, fc_mnist on MNIST, NNM in front, batch 25, "
           f"lr 0.1, momentum 0.9, 1 thread each")
     print("| f | gamma | aggregator | attack | ByzFL acc | mpifl acc | |diff| | target max(2 pts, 2 std) | ok |")
@@ -127,6 +132,11 @@ def main() -> None:
               f"| {target:.4f} | {ok} |")
     print(f"wall time, whole grid ({len(rows) * args.seeds} runs each): ByzFL {t_byzfl:.1f} s, mpifl {t_mpifl:.1f} s, "
           f"speed-up {t_byzfl / t_mpifl:.1f}x")
+    print("\nmpifl, seconds per run by phase (mean over seeds; gather holds the rank-0 attack)")
+    print("| f | gamma | aggregator | attack | " + " | ".join(PHASES) + " | sum |")
+    print("|---|---|---|---|" + "---|" * (len(PHASES) + 1))
+    for f, gamma, agg, attack, spent in times:
+        print(f"| {f} | {gamma} | {agg} | {attack} | " + " | ".join(f"{t:.2f}" for t in spent) + f" | {spent.sum():.2f} |")
 
 
 if __name__ == "__main__":

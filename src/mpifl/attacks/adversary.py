@@ -62,22 +62,24 @@ def simulated_server(pipeline: Pipeline, theta: torch.Tensor, round_: int,
     optimal IPM and ALIE): screening (non-finite rows, ``max_norm``), the pre-aggregators, then a copy of the rule
     (so a stateful rule's state, centered clipping's centre, stays as the real round will find it). The direction, or
     None where the rule would skip the step (too few rows). None for pipelines it cannot reproduce: a filter, or a
-    rule that needs the ground truth, server data or rebuilt rows."""
+    rule that needs the ground truth, server data or rebuilt rows.
+
+    The rows are screened in place, as the server screens its receive buffer: the caller hands over rows of its own
+    (a copy per call cost as much as the pre-aggregation it fed)."""
     needs = pipeline.rule.needs
     if pipeline.filters or needs.truth or needs.server_data or needs.filter or needs.reshapes:
         return None
 
     def aggregate(rows: torch.Tensor) -> torch.Tensor | None:
-        z = rows.clone()
-        usable = (screen(z, pipeline.max_norm) & EXCLUDED) == 0
+        usable = (screen(rows, pipeline.max_norm) & EXCLUDED) == 0
         rule = copy.deepcopy(pipeline.rule)
         try:
             if not pipeline.pre:
-                return rule.aggregate(RoundView(z, usable, theta, round_, seed)).direction
-            mixed = z[usable]
+                return rule.aggregate(RoundView(rows, usable, theta, round_, seed)).direction
+            mixed = rows if bool(usable.all()) else rows[usable]
             for step in pipeline.pre:
                 mixed = step.transform(mixed, round_, seed)
-            ones = torch.ones(len(mixed), dtype=torch.bool, device=z.device)
+            ones = torch.ones(len(mixed), dtype=torch.bool, device=rows.device)
             return rule.aggregate(RoundView(mixed, ones, theta, round_, seed)).direction
         except TooFewUpdates:
             return None

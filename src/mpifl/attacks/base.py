@@ -35,10 +35,10 @@ class RuleFacts:
     #: (z [b, d], guiding [b, d]) -> (accepted [b] bool, the rows the rule would use [b, d]). None for other rules.
     client_test: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
     #: The server's aggregation of a round's rows as the attacker can simulate it (:func:`.adversary.simulated_server`):
-    #: rows [k, d] -> the direction [d] that screening, the pre-aggregators and the rule (a copy, its state untouched)
-    #: would take, or None where the rule would skip the step. None for rules the simulation cannot reproduce
-    #: (those behind a filter or needing the ground truth or server data); attacks that search over the server's
-    #: response (``optimal_ipm``, ``optimal_alie``) need it.
+    #: rows [k, d] (screened in place) -> the direction [d] that screening, the pre-aggregators and the rule (a copy,
+    #: its state untouched) would take, or None where the rule would skip the step. None for rules the simulation
+    #: cannot reproduce (those behind a filter or needing the ground truth or server data); attacks that search over
+    #: the server's response (``optimal_ipm``, ``optimal_alie``) need it.
     aggregate: Callable[[torch.Tensor], torch.Tensor | None] | None = None
 
 

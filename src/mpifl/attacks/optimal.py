@@ -67,7 +67,11 @@ def line_search(distance: Callable[[float], float], p: SearchParams) -> float:
 class _Optimal(ColludingAttack):
     """Every Byzantine client sends ``row(τ)`` with the τ of :func:`line_search`; the rows the simulated server
     sees are the honest ones first, then the b forged copies (ByzFL's order). A τ at which the server would skip the
-    step counts as distance 0."""
+    step counts as distance 0.
+
+    The forged row is ``origin + τ · direction`` (``τ · direction`` without an origin): both are computed once per
+    round (:meth:`line`), not once per try: the coordinate-wise std of ALIE's direction took longer than the
+    simulated server step it was made for."""
 
     Params = SearchParams
 
@@ -79,8 +83,14 @@ class _Optimal(ColludingAttack):
                 f"aggregator.name={cfg.aggregator.name} with filters {list(cfg.aggregator.filters)}: choose a rule "
                 "without a filter, ground truth or server data.")
 
-    def row(self, honest: torch.Tensor, mean: torch.Tensor, tau: float) -> torch.Tensor:
+    def line(self, honest: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(origin or None, direction) of the forged rows."""
         raise NotImplementedError
+
+    @staticmethod
+    def row(origin: torch.Tensor | None, direction: torch.Tensor, tau: float) -> torch.Tensor:
+        """The forged row at factor τ; for IPM τ · (−mean) has the bits of the former −τ · mean."""
+        return tau * direction if origin is None else origin + tau * direction
 
     def forge(self, view: AttackView) -> torch.Tensor:
         aggregate = view.rule.aggregate
@@ -88,13 +98,14 @@ class _Optimal(ColludingAttack):
             raise ValueError(f"{self.registered_name} needs the server's aggregation (RuleFacts.aggregate).")  # type: ignore[attr-defined]
         honest, b = view.honest, view.own.shape[0]
         mean = honest.mean(dim=0)
+        origin, direction = self.line(honest, mean)
 
         def distance(tau: float) -> float:
-            forged = self.row(honest, mean, tau).expand(b, -1)
-            direction = aggregate(torch.cat([honest, forged]))
-            return 0.0 if direction is None else float(torch.linalg.vector_norm(direction - mean))
+            forged = self.row(origin, direction, tau).expand(b, -1)
+            aggregated = aggregate(torch.cat([honest, forged]))
+            return 0.0 if aggregated is None else float(torch.linalg.vector_norm(aggregated - mean))
 
-        return _all_send(self.row(honest, mean, line_search(distance, self.params)), view)
+        return _all_send(self.row(origin, direction, line_search(distance, self.params)), view)
 
 
 @register("attack", "optimal_ipm")
@@ -103,8 +114,8 @@ class OptimalIpm(_Optimal):
     ``Optimal_InnerProductManipulation(agg, pre_agg_list, f, evals, start, delta, ratio)``, whose agg, pre-aggregators
     and f are the run's own here."""
 
-    def row(self, honest: torch.Tensor, mean: torch.Tensor, tau: float) -> torch.Tensor:
-        return -tau * mean
+    def line(self, honest: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return None, -mean
 
 
 @register("attack", "optimal_alie")
@@ -112,5 +123,5 @@ class OptimalAlie(_Optimal):
     """Optimised A Little Is Enough: mean(honest) + τ·std(honest) (unbiased, coordinate-wise) with τ found by the
     line search; ByzFL 0.0.11's ``Optimal_ALittleIsEnough(agg, pre_agg_list, f, evals, start, delta, ratio)``."""
 
-    def row(self, honest: torch.Tensor, mean: torch.Tensor, tau: float) -> torch.Tensor:
-        return mean + tau * _std(honest)
+    def line(self, honest: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return mean, _std(honest)
