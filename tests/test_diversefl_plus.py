@@ -271,6 +271,9 @@ def test_median_clip_hand_checked():
     # norms 5, 1, 2, 9 (row 4 not selected): torch's median of an even count is the lower middle, 2
     torch.testing.assert_close(median_clip(z, rows, 1.0), torch.tensor([0.4, 1.0, 1.0, 2 / 9, 1.0]))
     torch.testing.assert_close(median_clip(z, rows, 2.0), torch.tensor([0.8, 1.0, 1.0, 4 / 9, 1.0]))
+    # a floor raises a row's cap above the round's (row 3: 6 instead of 2), never lowers it (row 0: 1 < 2); NaN: none
+    floor = torch.tensor([1.0, 0.0, math.nan, 6.0, 0.0])
+    torch.testing.assert_close(median_clip(z, rows, 1.0, floor), torch.tensor([0.4, 1.0, 1.0, 2 / 3, 1.0]))
 
 
 def test_five_directions_remove_the_push_that_four_zero_sum_decoys_hide_from_one_or_three():
@@ -333,3 +336,41 @@ def test_server_hands_the_rule_the_guiding_norms_for_c2_clip():
     scale = median_c2_clip(screened.clean, g.norm(dim=1), screened.usable, 1.0)
     assert float(scale.min()) < 0.9  # the long rows are cut
     torch.testing.assert_close(direction, (screened.clean * scale[:, None]).mean(dim=0))
+
+
+def test_row_clip_instead_of_the_guiding_clip_keeps_honest_rows_whose_samples_were_fitted():
+    """Seven honest rows five times as long as their guiding gradients (the samples fitted, as under issue #26's push)
+    at cosine 0.9, and one row at the cone edge a thousand times as long: diversefl_plus2 cuts every row to
+    2 ||g~_j||; with the guiding clip lifted (clip 1000) and row_clip 2, the honest rows stay whole and the edge row
+    is cut to twice the median length, 10."""
+    torch.manual_seed(12)
+    n, d = 8, 60
+    g = torch.randn(n, d)
+    g = g / g.norm(dim=1, keepdim=True)  # ||g~_j|| = 1
+    w = torch.randn(n, d)
+    w = w - (w * g).sum(dim=1, keepdim=True) * g
+    w = w / w.norm(dim=1, keepdim=True)  # unit, orthogonal to g~_j
+    z = 5.0 * (0.9 * g + math.sqrt(1 - 0.81) * w)
+    z[7] = 1000.0 * (g[7] + w[7]) / math.sqrt(2)
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    honest = torch.arange(n) < 7
+
+    def step(**params) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        cfg = small_config(clients=n, byzantine={"model": "none"},
+                           aggregator={"name": "diversefl_plus2", "params": {"spectral": 0, **params}})
+        server = server_with(cfg, g)
+        return server.decide(server.examine(z.clone(), theta), theta, nobody, 1).direction
+
+    unit = z / z.norm(dim=1, keepdim=True)
+    guided, rounded = step(), step(clip=1000.0, row_clip=2.0)
+    torch.testing.assert_close(guided, 2.0 * unit.mean(dim=0))
+    torch.testing.assert_close(rounded, (z[honest].sum(dim=0) + 10.0 * unit[7]) / n)  # median 5 (lower middle): cap 10
+    honest_mean = z[honest].mean(dim=0) / z[honest].mean(dim=0).norm()
+    # the step along the honest rows' mean: over twice diversefl_plus2's (the edge row's share is alike in both)
+    assert float(guided @ honest_mean) == pytest.approx(0.474, abs=1e-3)
+    assert float(rounded @ honest_mean) == pytest.approx(1.011, abs=1e-3)
+
+
+def test_floor_clip_needs_row_clip():
+    with pytest.raises(ConfigError, match="floor_clip raises row_clip's cap: it needs row_clip > 0"):
+        small_config(aggregator={"name": "diversefl_plus", "params": {"floor_clip": 2.0}})

@@ -21,7 +21,8 @@ it agrees with its guiding gradient:
    removed. It costs clean accuracy late in training, when the 600 points it comes from are fitted.
 6. Robust variants, all off by default (issue #26; none bought anything measurable against the full-gradient push):
    ``c2_clip`` caps each rebuilt row's ratio ||z_j|| / ||g~_j|| at that multiple of the round's median ratio,
-   ``row_clip`` clips each rebuilt row to that multiple of the round's median row length, ``orth_clip`` each o_j to
+   ``row_clip`` clips each rebuilt row to that multiple of the round's median row length (never below ``floor_clip``
+   x ||g~_j||), ``orth_clip`` each o_j to
    that multiple of the median ||o_j||, ``orth_trim`` replaces the mean of the o_j by a coordinate-wise trimmed mean.
 
 ``diversefl_plus2`` is this rule with ``spectral`` = 2 (issue #26): a push hidden behind one zero-sum decoy
@@ -61,6 +62,7 @@ class Params:
     orth_trim: float = 0.0  # > 0: coordinate-wise mean of the unverified parts trimmed by this share each side
     row_clip: float = 0.0  # > 0: each rebuilt row clipped to row_clip x the round's median rebuilt-row norm (0: off)
     c2_clip: float = 0.0  # > 0: each rebuilt row clipped to c2_clip x the round's median rebuilt C2 x ||g~_j|| (0: off)
+    floor_clip: float = 0.0  # > 0: row_clip never cuts a row below floor_clip x ||g~_j|| (0: off)
 
     def __post_init__(self) -> None:
         _require(self.kappa > 0, f"aggregator.params.kappa={self.kappa} must be > 0.")
@@ -69,6 +71,9 @@ class Params:
         _require(self.orth_clip >= 0, f"aggregator.params.orth_clip={self.orth_clip} must be >= 0 (0: off).")
         _require(self.c2_clip >= 0, f"aggregator.params.c2_clip={self.c2_clip} must be >= 0 (0: off).")
         _require(self.row_clip >= 0, f"aggregator.params.row_clip={self.row_clip} must be >= 0 (0: off).")
+        _require(self.floor_clip >= 0, f"aggregator.params.floor_clip={self.floor_clip} must be >= 0 (0: off).")
+        _require(not self.floor_clip or self.row_clip, "aggregator.params.floor_clip raises row_clip's cap: it needs "
+                 "row_clip > 0.")
         _require(0 <= self.orth_trim < 0.5, f"aggregator.params.orth_trim={self.orth_trim} must be in [0, 0.5).")
 
 
@@ -127,7 +132,8 @@ class DiverseFLPlus(Rule):
             z = z * scale[:, None]
             unverified = None if unverified is None else unverified * scale[:, None]
         if p.row_clip:
-            scale = median_clip(z, view.valid, p.row_clip)
+            floor = None if not p.floor_clip or view.guiding_norm is None else p.floor_clip * view.guiding_norm
+            scale = median_clip(z, view.valid, p.row_clip, floor)
             z = z * scale[:, None]
             unverified = None if unverified is None else unverified * scale[:, None]
         direction = masked_mean(z, view.valid)
@@ -151,7 +157,8 @@ class DiverseFLPlus2(DiverseFLPlus):
     mean (:func:`mpifl.attacks.adaptive.zero_sum_decoys`); f of them have at most f - 1 such directions, so removing
     f directions takes any such push, but on Fig. 3 five cost 1-2 points of clean accuracy while two cost none
     measurable (docs/attacks.md). ``diversefl_plus`` keeps one, so its results are unchanged. ``c2_clip``,
-    ``row_clip``, ``orth_clip`` and ``orth_trim`` (off) were tried and bought nothing measurable against the push."""
+    ``row_clip`` (with or without ``floor_clip``, and with ``clip`` lifted out of the way), ``orth_clip`` and
+    ``orth_trim`` (off) were tried and bought nothing measurable against the push."""
 
     Params = Params2
 
@@ -181,11 +188,14 @@ def median_c2_clip(z: torch.Tensor, guiding_norm: torch.Tensor, rows: torch.Tens
     return torch.where(rows, scale, torch.ones_like(scale))
 
 
-def median_clip(z: torch.Tensor, rows: torch.Tensor, factor: float) -> torch.Tensor:
-    """[n] factors min(1, factor x median ||z_k|| / ||z_j||) over the selected rows (1 elsewhere): each selected row
-    clipped to ``factor`` times the round's median length."""
+def median_clip(z: torch.Tensor, rows: torch.Tensor, factor: float, floor: torch.Tensor | None = None) -> torch.Tensor:
+    """[n] factors min(1, cap_j / ||z_j||) over the selected rows (1 elsewhere), cap_j = ``factor`` times the round's
+    median length, raised to ``floor`` [n] where that is longer: each selected row clipped to the round's scale, but
+    never below its own floor."""
     norms = torch.linalg.vector_norm(z, dim=1)
     cap = factor * norms[rows].median()
+    if floor is not None:
+        cap = torch.maximum(cap, torch.nan_to_num(floor, nan=0.0))
     scale = (cap / norms.clamp_min(torch.finfo(z.dtype).tiny)).clamp(max=1.0)
     return torch.where(rows, scale, torch.ones_like(scale))
 
