@@ -12,7 +12,7 @@ from byzfl.attacks import ALittleIsEnough, InnerProductManipulation
 from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.attacks import AttackView, RuleFacts
 from mpifl.attacks.field import (AgnosticParams, AlieParams, FangParams, IpmParams, MimicParams, RandomParams,
-                                 ScalingParams, halving_search, z_max)
+                                 ScalingParams, _std, halving_search, z_max)
 from mpifl.build import resolve
 from mpifl.config import ConfigError, load
 
@@ -45,6 +45,16 @@ def test_alie_hand_checked():
     assert torch.equal(out, torch.tensor([[5.0, 6.0], [5.0, 6.0]]))  # mean + 1 * std
     out = attack("alie", z=-0.5).forge(make_view(SMALL, b=1))
     assert torch.equal(out, torch.tensor([[2.0, 3.0]]))
+
+
+@pytest.mark.parametrize("k", [2, 3, 10, 13, 20])
+def test_std_gives_torch_std_bits(k):
+    """The fast two-pass float64 deviation is torch's own std(dim=0), bit for bit, on rows of every scale."""
+    g = torch.Generator().manual_seed(k)
+    for scale, shift in ((1.0, 0.0), (1e-3, 5.0), (40.0, -7.0)):
+        rows = torch.randn(k, 20_000, generator=g) * scale + shift
+        assert torch.equal(_std(rows), rows.std(dim=0))
+    assert torch.equal(_std(rows[:1]), torch.zeros(20_000))
 
 
 def test_z_max_by_hand():
