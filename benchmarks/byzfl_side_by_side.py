@@ -6,7 +6,7 @@ The grid: 10 honest clients, f in {1, 3}, gamma_similarity_niid at two levels, T
 SignFlipping and Optimal_ALittleIsEnough (``--attacks``), fc_mnist on MNIST, one learning rate. ByzFL reads MNIST through torchvision from
 data_folder (the torchvision layout, MNIST/raw/*-ubyte: no download when the files are there). Both run one process
 with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)); wall times are whole processes (start-up and data
-loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall times, and
+loading included). Per cell: the final test accuracy, mean ± std over seeds, of each; then both wall and CPU times, and
 mpifl's seconds per run in each phase of its rounds (from the run files' ``time/*``; a rank-0 attack such as
 Optimal_ALittleIsEnough runs in ``gather``, where the Byzantine rows are forged).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -59,12 +60,15 @@ def config(data_root: str, steps: int, seeds: int, results: str, gammas: tuple[f
     }
 
 
-def timed(argv: list[str], cwd: Path, env: dict) -> float:
-    start = time.perf_counter()
+def timed(argv: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of a whole child process. CPU time (user + system) is the fair measure on a machine that
+    other jobs share: wall time grows with the load, CPU time hardly."""
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{argv[:4]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - start, (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
 
 
 def cell(f: int, gamma: float, agg: str, attack: str) -> tuple:
@@ -94,9 +98,9 @@ def main() -> None:
     (work / "byzfl" / "config.json").write_text(json.dumps(spec, indent=2))
     byzfl_code = ("import torch; torch.set_num_threads(1); "
                   "from byzfl.benchmark.benchmark import run_benchmark; run_benchmark(1)")
-    t_byzfl = float((work / "byzfl" / "wall.txt").read_text()) if args.skip_byzfl else \
-        timed([sys.executable, "-c", byzfl_code], work / "byzfl", env)
-    (work / "byzfl" / "wall.txt").write_text(str(t_byzfl))
+    t_byzfl = tuple(float(t) for t in (work / "byzfl" / "time.txt").read_text().split()[:2]) if args.skip_byzfl \
+        else timed([sys.executable, "-c", byzfl_code], work / "byzfl", env)
+    (work / "byzfl" / "time.txt").write_text(" ".join(str(t) for t in t_byzfl))
 
     mspec = config(args.data_root, args.steps, args.seeds, str(work / "mpifl" / "results"), gammas, attacks)
     (work / "mpifl" / "config.json").write_text(json.dumps(mspec, indent=2))
@@ -130,8 +134,10 @@ def main() -> None:
         ok = "yes" if abs(bm - mm) <= target else "NO"
         print(f"| {f} | {gamma} | {agg} | {attack} | {bm:.4f} ± {bs:.4f} | {mm:.4f} ± {ms:.4f} | {abs(bm - mm):.4f} "
               f"| {target:.4f} | {ok} |")
-    print(f"wall time, whole grid ({len(rows) * args.seeds} runs each): ByzFL {t_byzfl:.1f} s, mpifl {t_mpifl:.1f} s, "
-          f"speed-up {t_byzfl / t_mpifl:.1f}x")
+    runs = len(rows) * args.seeds
+    print(f"whole grid ({runs} runs each): wall ByzFL {t_byzfl[0]:.1f} s, mpifl {t_mpifl[0]:.1f} s, "
+          f"{t_byzfl[0] / t_mpifl[0]:.1f}x; CPU ByzFL {t_byzfl[1]:.1f} s, mpifl {t_mpifl[1]:.1f} s, "
+          f"{t_byzfl[1] / t_mpifl[1]:.1f}x")
     print("\nmpifl, seconds per run by phase (mean over seeds; gather holds the rank-0 attack)")
     print("| f | gamma | aggregator | attack | " + " | ".join(PHASES) + " | sum |")
     print("|---|---|---|---|" + "---|" * (len(PHASES) + 1))
