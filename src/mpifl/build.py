@@ -92,6 +92,9 @@ def resolve(cfg: ExperimentConfig) -> Plan:
         if clients_cls.every_round:
             raise ConfigError(f"train.momentum needs clients that upload gradients; aggregator.name={agg.name}'s "
                               "clients upload model copies. Set train.momentum to 0.")
+    if attack_cls.needs_flipped and clients_cls.every_round:
+        raise ConfigError(f"attack.name={cfg.attack.name} needs clients that upload gradients; aggregator.name="
+                          f"{agg.name}'s clients upload model copies.")
     return Plan(rule, plan_filters, observers, pre, Component(cfg.attack.name, attack_cls, attack_params), clients_cls,
                 data)
 

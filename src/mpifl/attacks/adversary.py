@@ -42,8 +42,9 @@ class Adversary:
         bad = (byzantine & sampled).nonzero().flatten()
         if len(bad) == 0:
             return
-        honest = z[sampled & ~byzantine]
-        flipped_honest = flipped[sampled & ~byzantine] if flipped is not None else None
+        taking_part = sampled & ~byzantine
+        honest = z[taking_part]
+        flipped_honest = flipped[taking_part] if flipped is not None else None
         own = z[bad].clone()
         guiding = None
         if self.attack.needs_guiding:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ExperimentConfig
-from ..registry import get, register
+from ..registry import register
 from .base import AttackView, ColludingAttack, require
 from .field import _all_send
 
@@ -37,13 +36,7 @@ class MeanClassFlip(ColludingAttack):
     Unlike the client-side ``class_flip`` (each Byzantine client trains on its own data with flipped labels), the
     flipped gradients are the honest clients', computed on their ranks (``needs_flipped``)."""
 
-    needs_flipped = True
-
-    @classmethod
-    def check(cls, params: object, cfg: ExperimentConfig) -> None:
-        clients = get("clients", get("rule", cfg.aggregator.name).needs.clients)
-        require(not clients.every_round, f"attack.name=mean_class_flip needs clients that upload gradients; "
-                f"aggregator.name={cfg.aggregator.name}'s clients upload model copies.")
+    needs_flipped = True  # refused with model-copy clients (RSA) where the plan is built (mpifl.build.resolve)
 
     def forge(self, view: AttackView) -> torch.Tensor:
         assert view.flipped is not None
