@@ -181,18 +181,24 @@ def test_full_gradient_target_and_the_cone_edge():
         small_config(attack={"name": "diversefl_adaptive", "params": {"target": "mean"}})
 
 
+def pushed_round(seed: int) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Issue #26's synthetic round, drawn after ``torch.manual_seed(seed)``: n = 20 clients, the last b = 5 Byzantine,
+    d = 400; guiding gradients g (mean 0.3) and honest rows z = g + noise. (n, b, g, z, byzantine, θ = 0, nobody
+    sampled out)."""
+    torch.manual_seed(seed)
+    n, b, d = 20, 5, 400
+    g = torch.randn(n, d) + 0.3
+    z = g + 0.3 * torch.randn(n, d)
+    return n, b, g, z, torch.arange(n) >= n - b, torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+
+
 @pytest.mark.parametrize("decoys", [1, 2])
 def test_spectral_step_removes_the_group_decoys_push_but_leaves_the_zero_sum_decoys_push(decoys: int):
     """Issue #26 (a), with one decoy direction (opposite signs in pairs) or two (a polygon): 15 honest rows inside the cone and 5 attackers at the cone edge and clip length pushing
     against the full gradient. With the first construction the rows share v + D w_g per group, so the step's leading
     direction holds v and takes the push with it; with zero-sum decoy weights the leading direction is a decoy, which
     the rows' mean does not hold, and the push stays."""
-    torch.manual_seed(8)
-    n, b, d = 20, 5, 400
-    g = torch.randn(n, d) + 0.3
-    z = g + 0.3 * torch.randn(n, d)
-    byzantine = torch.arange(n) >= n - b
-    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    n, b, g, z, byzantine, theta, nobody = pushed_round(8)
     full = z.mean(dim=0)  # every client's honest row: the step without an attack
     unit = full / full.norm()
 
@@ -279,12 +285,7 @@ def test_median_clip_hand_checked():
 def test_five_directions_remove_the_push_that_four_zero_sum_decoys_hide_from_one_or_three():
     """Five attackers behind four zero-sum decoy directions (D = 3, the most five rows can cancel): removing one
     direction (diversefl_plus) or three leaves the push; five take it. diversefl_plus2 removes two."""
-    torch.manual_seed(10)
-    n, b, d = 20, 5, 400
-    g = torch.randn(n, d) + 0.3
-    z = g + 0.3 * torch.randn(n, d)
-    byzantine = torch.arange(n) >= n - b
-    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+    n, b, g, z, byzantine, theta, nobody = pushed_round(10)
     unit = z.mean(dim=0) / z.mean(dim=0).norm()
     facts = RuleFacts("diversefl_plus", n, b, registry.get("rule", "diversefl_plus").Params(), None)
 
