@@ -1,7 +1,9 @@
 """diversefl_plus's spectral step: the shared directions of the rows' unverified parts, removed exactly, and the decoy
 attack built to get around it."""
 
+import dataclasses
 import math
+from typing import Callable
 
 import pytest
 import torch
@@ -339,33 +341,41 @@ def test_server_hands_the_rule_the_guiding_norms_for_c2_clip():
     torch.testing.assert_close(direction, (screened.clean * scale[:, None]).mean(dim=0))
 
 
-def test_row_clip_instead_of_the_guiding_clip_keeps_honest_rows_whose_samples_were_fitted():
-    """Seven honest rows five times as long as their guiding gradients (the samples fitted, as under issue #26's push)
-    at cosine 0.9, and one row at the cone edge a thousand times as long: diversefl_plus2 cuts every row to
-    2 ||g~_j||; with the guiding clip lifted (clip 1000) and row_clip 2, the honest rows stay whole and the edge row
-    is cut to twice the median length, 10."""
+def fitted_round() -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
+    """Seven honest rows five times as long as their guiding gradients (||g~_j|| = 1) at cosine 0.9, and an eighth at
+    the cone edge a thousand times as long: (the rows, the step diversefl_plus2 without the spectral step takes on
+    them, given aggregator params)."""
     torch.manual_seed(12)
     n, d = 8, 60
     g = torch.randn(n, d)
-    g = g / g.norm(dim=1, keepdim=True)  # ||g~_j|| = 1
+    g = g / g.norm(dim=1, keepdim=True)
     w = torch.randn(n, d)
     w = w - (w * g).sum(dim=1, keepdim=True) * g
     w = w / w.norm(dim=1, keepdim=True)  # unit, orthogonal to g~_j
     z = 5.0 * (0.9 * g + math.sqrt(1 - 0.81) * w)
     z[7] = 1000.0 * (g[7] + w[7]) / math.sqrt(2)
     theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
-    honest = torch.arange(n) < 7
 
-    def step(**params) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def step(**params: object) -> torch.Tensor:
         cfg = small_config(clients=n, byzantine={"model": "none"},
                            aggregator={"name": "diversefl_plus2", "params": {"spectral": 0, **params}})
         server = server_with(cfg, g)
         return server.decide(server.examine(z.clone(), theta), theta, nobody, 1).direction
 
+    return z, step
+
+
+def test_row_clip_instead_of_the_guiding_clip_keeps_honest_rows_whose_samples_were_fitted():
+    """Seven honest rows five times as long as their guiding gradients (the samples fitted, as under issue #26's push)
+    at cosine 0.9, and one row at the cone edge a thousand times as long: diversefl_plus2 cuts every row to
+    2 ||g~_j||; with the guiding clip lifted (clip 1000) and row_clip 2, the honest rows stay whole and the edge row
+    is cut to twice the median length, 10."""
+    z, step = fitted_round()
+    honest = torch.arange(len(z)) < 7
     unit = z / z.norm(dim=1, keepdim=True)
     guided, rounded = step(), step(clip=1000.0, row_clip=2.0)
     torch.testing.assert_close(guided, 2.0 * unit.mean(dim=0))
-    torch.testing.assert_close(rounded, (z[honest].sum(dim=0) + 10.0 * unit[7]) / n)  # median 5 (lower middle): cap 10
+    torch.testing.assert_close(rounded, (z[honest].sum(dim=0) + 10.0 * unit[7]) / len(z))  # median 5 (lower middle): cap 10
     honest_mean = z[honest].mean(dim=0) / z[honest].mean(dim=0).norm()
     # the step along the honest rows' mean: over twice diversefl_plus2's (the edge row's share is alike in both)
     assert float(guided @ honest_mean) == pytest.approx(0.474, abs=1e-3)
@@ -375,3 +385,79 @@ def test_row_clip_instead_of_the_guiding_clip_keeps_honest_rows_whose_samples_we
 def test_floor_clip_needs_row_clip():
     with pytest.raises(ConfigError, match="floor_clip raises row_clip's cap: it needs row_clip > 0"):
         small_config(aggregator={"name": "diversefl_plus", "params": {"floor_clip": 2.0}})
+
+
+def test_median_shared_part_hand_checked():
+    from mpifl.rules.diversefl_plus import median_shared_part
+    # coefficients 1, 2, 3 and a pushed -20 along e1, 0.2, -0.1, 0, 0 along e2 (the two axes are the Gram's own
+    # directions); row 4 is not selected
+    o = torch.tensor([[1.0, 0.2], [2.0, -0.1], [3.0, 0.0], [-20.0, 0.0], [50.0, 7.0]])
+    rows = torch.tensor([True, True, True, True, False])
+    # e1 leads: mean -3.5, median 1.5 (the middle pair's mean, whatever the eigenvector's sign): the step loses -5 e1
+    torch.testing.assert_close(median_shared_part(o, rows, 1), torch.tensor([-5.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(median_shared_part(-o, rows, 1), torch.tensor([5.0, 0.0]), atol=1e-5, rtol=0)
+    # r = 2 also replaces e2's mean 0.025 by its median 0
+    torch.testing.assert_close(median_shared_part(o, rows, 2), torch.tensor([-5.0, 0.025]), atol=1e-5, rtol=0)
+
+
+def test_step_rescale_hand_checked():
+    from mpifl.rules.diversefl_plus import step_rescale
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 0.1]])
+    rows = torch.tensor([True, True, True, False])
+    # used lengths 1, 2, 3: median 2; sent 2, 6, 9 (row 3's 1000 not selected): median 6, so 3x
+    assert step_rescale(torch.tensor([2.0, 6.0, 9.0, 1000.0]), z, rows, 10.0) == pytest.approx(3.0)
+    assert step_rescale(torch.tensor([2.0, 6.0, 9.0, 1000.0]), z, rows, 2.5) == pytest.approx(2.5)  # at most
+    assert step_rescale(torch.tensor([1.0, 1.0, 1.0, 1000.0]), z, rows, 10.0) == 1.0  # never shortened
+
+
+def test_plus3_params_are_checked():
+    with pytest.raises(ConfigError, match="rescale=0.5 must be 0 .off. or >= 1"):
+        small_config(aggregator={"name": "diversefl_plus3", "params": {"rescale": 0.5}})
+    with pytest.raises(ConfigError, match="spectral_median keeps the median .* it needs spectral > 0"):
+        small_config(aggregator={"name": "diversefl_plus3", "params": {"spectral": 0}})
+    plus2, plus3 = (dataclasses.asdict(registry.get("rule", name).Params())
+                    for name in ("diversefl_plus2", "diversefl_plus3"))
+    assert plus3 == {**plus2, "spectral_median": True, "rescale": 10.0}
+
+
+def test_median_along_the_pushed_direction_keeps_the_honest_consensus_that_removing_it_loses():
+    """Fifteen honest rows share a component 0.5 c beside their guiding gradients (||g~_j|| = 1); five attackers
+    push -0.4 c and hide behind one zero-sum decoy direction w (+-0.9), all inside the cone. Removing the two leading
+    directions (c, then w: diversefl_plus2) takes the push and the honest consensus with it; keeping the rows' median
+    along them (spectral_median) takes the push and keeps the consensus; the plain mean keeps both."""
+    torch.manual_seed(13)
+    n, d = 20, 400
+    g = torch.randn(n, d)
+    g = g / g.norm(dim=1, keepdim=True)
+    c, w = torch.linalg.qr(torch.randn(d, 2)).Q.T  # orthonormal
+
+    def across(v: torch.Tensor) -> torch.Tensor:  # v's part orthogonal to each g~_j, [n, d]
+        return v - (g @ v)[:, None] * g
+
+    z = g + 0.5 * across(c) + 0.01 * torch.randn(n, d)
+    decoy = torch.tensor([0.9, -0.9, 0.9, -0.9, 0.0])
+    z[15:] = g[15:] - 0.4 * across(c)[15:] + decoy[:, None] * across(w)[15:]
+    theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)
+
+    def step(**params) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        cfg = small_config(clients=n, byzantine={"model": "none"},
+                           aggregator={"name": "diversefl_plus2", "params": params})
+        server = server_with(cfg, g)
+        return server.decide(server.examine(z.clone(), theta), theta, nobody, 1).direction
+
+    mean, removed, median = step(spectral=0), step(), step(spectral_median=True)
+    assert float(mean @ c) == pytest.approx((15 * 0.5 - 5 * 0.4) / n, abs=0.03)  # measured 0.268
+    assert abs(float(removed @ c)) < 0.03  # measured -0.005: push and consensus gone
+    assert float(median @ c) == pytest.approx(0.5, abs=0.03)  # measured 0.489: the honest consensus, no push
+    assert abs(float(median @ w)) < 0.03 and abs(float(mean @ w)) < 0.03  # the decoys cancel either way (-0.02)
+
+
+def test_rescale_gives_the_step_back_the_length_the_guiding_clip_took():
+    """The round of the row_clip test above: seven honest rows five times their guiding gradients' length, one edge
+    row a thousand times. The 2 ||g~_j|| clip cuts every row to 2; rescale lengthens the step by the median length
+    as sent (5, the lower middle of eight) over the median used (2), in the clipped rows' own direction."""
+    z, step = fitted_round()
+    unit = z / z.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(step(), 2.0 * unit.mean(dim=0))
+    torch.testing.assert_close(step(rescale=10.0), 2.5 * 2.0 * unit.mean(dim=0))
+    torch.testing.assert_close(step(rescale=2.0), 2.0 * 2.0 * unit.mean(dim=0))  # at most twice

@@ -107,7 +107,7 @@ class Server:
         if not self.pipeline.pre:
             return self.rule.aggregate(RoundView(z, usable, theta, round_, self.seed, self.server_gradient, truth,
                                                  screened.guiding_sum, screened.unverified,
-                                                 screened.measured.get("guiding_norm")))
+                                                 screened.measured.get("guiding_norm"), screened.update_norm))
         rows = z[usable]
         for step in self.pipeline.pre:
             rows = step.transform(rows, round_, self.seed)

@@ -58,6 +58,7 @@ class RoundView:
     unverified: torch.Tensor | None = None  # [n, d] the part of each rebuilt row the server cannot check (rules that
     #                                         keep_unverified); rows outside ``valid`` must be ignored
     guiding_norm: torch.Tensor | None = None  # [n] ||g~_j|| for rules behind DiverseFL (NaN where not computed)
+    update_norm: torch.Tensor | None = None  # [n] ||z_j|| as the client sent it, before any filter rebuilt the row
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,27 @@ it agrees with its guiding gradient:
    accepted o_j's energy (the top eigenvectors of their [k, k] Gram matrix) are removed from every o_j.
 5. Pooled direction (``pooled``, off by default): each row's component against the sum of all guiding gradients is
    removed. It costs clean accuracy late in training, when the 600 points it comes from are fitted.
-6. Robust variants, all off by default (issue #26; none bought anything measurable against the full-gradient push):
+6. The median along the shared directions (``spectral_median``, off by default): instead of removing the r
+   directions from every o_j, the step keeps the rows' median coefficient along each. Removing a direction the
+   attackers push along also removes the honest rows' own consensus along it (the push points against the honest
+   gradient, which the honest o_j share); the median of 20 coefficients, 5 of them pushed, stays among the honest
+   ones, and a zero-sum decoy's median is about zero, as its mean is.
+7. The step's length (``rescale``, off by default): the step is lengthened by the median length of the rows as sent
+   over the median length of the rows it averages (never shortened, at most ``rescale`` times). Once attackers have
+   made the model fit the guiding samples, ||g~_j|| is small, every honest row is clipped to 2 ||g~_j|| and the step
+   shrinks with it; the direction still comes from the clipped rows, so an attacker's share of it is unchanged, and a
+   median over the used rows moves only within the honest rows' lengths.
+8. Robust variants, all off by default (issue #26; none bought anything measurable against the full-gradient push):
    ``c2_clip`` caps each rebuilt row's ratio ||z_j|| / ||g~_j|| at that multiple of the round's median ratio,
    ``row_clip`` clips each rebuilt row to that multiple of the round's median row length (never below ``floor_clip``
    x ||g~_j||), ``orth_clip`` each o_j to
    that multiple of the median ||o_j||, ``orth_trim`` replaces the mean of the o_j by a coordinate-wise trimmed mean.
 
 ``diversefl_plus2`` is this rule with ``spectral`` = 2 (issue #26): a push hidden behind one zero-sum decoy
-direction goes with the second.
+direction goes with the second. ``diversefl_plus3`` adds steps 6 and 7 to it.
 
 Steps 2-3 run per chunk of clients while the server computes the guiding gradients (:meth:`reshape`,
-:meth:`split`), steps 4-5 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
+:meth:`split`), steps 4-8 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
 1-3 are the rule's public per-client test (:func:`mpifl.rules.diversefl.client_test`), which attacks tuned against it
 optimise; step 4 is what the adaptive attack's ``decoys`` try to get around.
 """
@@ -63,6 +73,8 @@ class Params:
     row_clip: float = 0.0  # > 0: each rebuilt row clipped to row_clip x the round's median rebuilt-row norm (0: off)
     c2_clip: float = 0.0  # > 0: each rebuilt row clipped to c2_clip x the round's median rebuilt C2 x ||g~_j|| (0: off)
     floor_clip: float = 0.0  # > 0: row_clip never cuts a row below floor_clip x ||g~_j|| (0: off)
+    spectral_median: bool = False  # the spectral step keeps the rows' median coefficient along each direction
+    rescale: float = 0.0  # >= 1: the step lengthened by median sent / median used row length, at most this (0: off)
 
     def __post_init__(self) -> None:
         _require(self.kappa > 0, f"aggregator.params.kappa={self.kappa} must be > 0.")
@@ -75,6 +87,11 @@ class Params:
         _require(not self.floor_clip or self.row_clip, "aggregator.params.floor_clip raises row_clip's cap: it needs "
                  "row_clip > 0.")
         _require(0 <= self.orth_trim < 0.5, f"aggregator.params.orth_trim={self.orth_trim} must be in [0, 0.5).")
+        _require(self.rescale == 0 or self.rescale >= 1, f"aggregator.params.rescale={self.rescale} must be 0 (off) "
+                 "or >= 1 (the longest the step may be made, in multiples of the mean of the used rows).")
+        _require(not self.spectral_median or (self.spectral and not (self.orth_clip or self.orth_trim)),
+                 "aggregator.params.spectral_median keeps the median along the spectral step's directions: it needs "
+                 "spectral > 0 and neither orth_clip nor orth_trim.")
 
 
 @register("rule", "diversefl_plus")
@@ -139,14 +156,23 @@ class DiverseFLPlus(Rule):
         direction = masked_mean(z, view.valid)
         if (p.orth_clip or p.orth_trim) and unverified is not None:
             direction = direction + robust_unverified(unverified, view.valid, p.spectral, p.orth_clip, p.orth_trim)
-        elif self.params.spectral and unverified is not None:
-            direction = direction - shared_part(unverified, view.valid, self.params.spectral)
+        elif p.spectral and unverified is not None:
+            remove = median_shared_part if p.spectral_median else shared_part
+            direction = direction - remove(unverified, view.valid, p.spectral)
+        if p.rescale and view.update_norm is not None:
+            direction = direction * step_rescale(view.update_norm, z, view.valid, p.rescale)
         return Decision(direction, view.valid.clone(), weights_of(view.valid))
 
 
 @dataclass(frozen=True)
 class Params2(Params):
     spectral: int = 2  # two shared directions: a push behind one zero-sum decoy direction goes with the second
+
+
+@dataclass(frozen=True)
+class Params3(Params2):
+    spectral_median: bool = True  # keep the honest consensus along the two directions, drop only the attackers' skew
+    rescale: float = 10.0  # give the step back the length the guiding clip takes once the samples are fitted
 
 
 @register("rule", "diversefl_plus2")
@@ -163,6 +189,18 @@ class DiverseFLPlus2(DiverseFLPlus):
     Params = Params2
 
 
+@register("rule", "diversefl_plus3")
+class DiverseFLPlus3(DiverseFLPlus):
+    """``diversefl_plus2`` keeping the rows' median along the two shared directions instead of removing them, and the
+    step lengthened to the rows' length as sent (issue #26, module text steps 6-7).
+
+    On Fig. 3 against the full-gradient push the spectral step had removed the push but, with it, the honest rows'
+    consensus along the same direction; and once the guiding samples were fitted the 2 ||g~_j|| clip had cut every
+    honest row to a fraction of its length. Measured gains and what is left: docs/attacks.md."""
+
+    Params = Params3
+
+
 def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor:
     """(1/k) sum_j P o_j over the k selected rows o_j of ``parts``, P the projector on the r leading directions of
     those rows: what removing those directions from every o_j takes off their mean.
@@ -176,6 +214,24 @@ def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor
     weights = torch.zeros(parts.shape[0], dtype=torch.float64, device=parts.device)
     weights[rows] = vectors @ vectors.sum(dim=0)
     return (weights.to(parts.dtype) @ parts) / k
+
+
+def median_shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor:
+    """What the step loses when, along each of the r leading directions u_i of the selected rows of ``parts``, the
+    rows' mean coefficient is replaced by their median: sum_i (mean_j o_j·u_i - median_j o_j·u_i) u_i. A push that k/4
+    colluding rows put along u_i moves the mean but leaves the median among the other rows' coefficients. With an
+    even count the median is the middle pair's mean, so the result does not depend on the eigenvectors' signs."""
+    basis = leading_directions(parts, rows, r)
+    coefficients = parts[rows] @ basis.T
+    return (coefficients.mean(dim=0) - coefficients.quantile(0.5, dim=0)) @ basis
+
+
+def step_rescale(sent: torch.Tensor, z: torch.Tensor, rows: torch.Tensor, most: float) -> float:
+    """median_j ||z_j|| as sent / median_j ||z_j|| as used, over the selected rows, clamped to [1, ``most``]: what
+    lengthens a step whose rows were all clipped back to the length of rows as the clients sent them."""
+    used = torch.linalg.vector_norm(z, dim=1)[rows].median()
+    ratio = sent[rows].median() / used.clamp_min(torch.finfo(z.dtype).tiny)
+    return float(torch.nan_to_num(ratio, nan=1.0).clamp(1.0, most))
 
 
 def median_c2_clip(z: torch.Tensor, guiding_norm: torch.Tensor, rows: torch.Tensor, factor: float) -> torch.Tensor:
