@@ -43,6 +43,21 @@ def test_paper_sweeps_load(name: str):
     assert len(points) == sizes[name] and len({p.out for p in points}) == len(points)
 
 
+@pytest.mark.parametrize("name, size", [("attacks_fig3", 245), ("rules_fig3", None), ("plus3_fig3", 24)])
+def test_robustness_sweeps_load_with_one_file_per_point(name: str, size: int | None):
+    points = load(REPO / "configs" / "sweeps" / f"{name}.yaml")
+    assert size is None or len(points) == size
+    assert len({p.out for p in points}) == len(points)
+
+
+def test_plus3_table_runs_every_attack_of_the_suite_against_diversefl_plus3_beside_oraclesgd():
+    points = load(REPO / "configs" / "sweeps" / "plus3_fig3.yaml")
+    assert [p.config.aggregator.name for p in points] == ["diversefl_plus3"] * 23 + ["oracle"]
+    suite = {p.config.attack.name for p in load(REPO / "configs" / "sweeps" / "attacks_fig3.yaml")}
+    assert {p.config.attack.name for p in points} == suite | {"mean_class_flip"}
+    assert all(p.config.rounds == 1000 for p in points)
+
+
 def test_list_and_local_run_then_skip(sweep_file: Path):
     runner = CliRunner()
     listed = runner.invoke(main, ["sweep", str(sweep_file), "--list"])
