@@ -7,7 +7,7 @@ case over the attacks; prints Markdown.
 An attack's column is its name plus what distinguishes it within the sweep (``search``, ``realistic``); a run that
 has not reached ``--round`` (default: the furthest any run reached) shows its last evaluation with its round in
 brackets. ``--at 100,500,1000`` prints instead one line per run that reached the last of those rounds, with its
-accuracy at each (the long runs of a grid that was mostly run short).
+accuracy at each (the long runs of a grid that was mostly run short), and each rule's worst attack at each round.
 """
 
 from __future__ import annotations
@@ -47,13 +47,25 @@ def at_round(accuracy: np.ndarray, rounds: np.ndarray, at: int | None) -> tuple[
 
 
 def long_table(paths: list[str], at: list[int]) -> None:
+    """One line per run that reached the last round of ``at``, then each rule's worst attack at each of those rounds
+    (over its runs with an attack)."""
     print("| rule | attack | " + " | ".join(f"round {r:,}" for r in at) + " |")
     print("|---" * (len(at) + 2) + "|")
+    worst: dict[str, list[tuple[float, str]]] = {}
     for path in paths:
         rule, attack, accuracy, rounds = history(Path(path))
         if rounds.max(initial=0) < at[-1]:
             continue
-        print(f"| `{rule}` | {attack} | " + " | ".join(f"{at_round(accuracy, rounds, r)[0]:.3f}" for r in at) + " |")
+        values = [at_round(accuracy, rounds, r)[0] for r in at]
+        print(f"| `{rule}` | {attack} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+        if attack != "none":
+            least = worst.setdefault(rule, [(float("inf"), "")] * len(at))
+            worst[rule] = [min(old, (v, attack)) for old, v in zip(least, values)]
+    if worst:
+        print("\n| rule: worst attack | " + " | ".join(f"round {r:,}" for r in at) + " |")
+        print("|---" * (len(at) + 1) + "|")
+        for rule, cells in worst.items():
+            print(f"| `{rule}` | " + " | ".join(f"{v:.3f} ({attack})" for v, attack in cells) + " |")
 
 
 def main() -> None:
