@@ -417,7 +417,7 @@ def test_plus3_params_are_checked():
         small_config(aggregator={"name": "diversefl_plus3", "params": {"spectral": 0}})
     plus2, plus3 = (dataclasses.asdict(registry.get("rule", name).Params())
                     for name in ("diversefl_plus2", "diversefl_plus3"))
-    assert plus3 == {**plus2, "kappa": 3.0, "clip": 1000.0, "c2_clip": 1.0, "spectral_median": True, "rescale": 10.0}
+    assert plus3 == {**plus2, "clip": 1000.0, "c2_clip": 1.0, "spectral_median": True, "rescale": 10.0}
 
 
 def test_median_along_the_pushed_direction_keeps_the_honest_consensus_that_removing_it_loses():

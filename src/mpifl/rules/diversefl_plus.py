@@ -36,8 +36,8 @@ it agrees with its guiding gradient:
    that multiple of the median ||o_j||, ``orth_trim`` replaces the mean of the o_j by a coordinate-wise trimmed mean.
 
 ``diversefl_plus2`` is this rule with ``spectral`` = 2 (issue #26): a push hidden behind one zero-sum decoy
-direction goes with the second. ``diversefl_plus3`` adds steps 6 and 7 to it, with kappa = 3 and the lengths from
-``c2_clip`` 1 instead of ``clip``.
+direction goes with the second. ``diversefl_plus3`` adds steps 6 and 7 to it, with the lengths from ``c2_clip`` 1
+instead of ``clip``.
 
 Steps 2-3 run per chunk of clients while the server computes the guiding gradients (:meth:`reshape`,
 :meth:`split`), steps 4-8 in :meth:`aggregate`; the step is the mean of the rebuilt rows, as in eq. 13. Steps
@@ -172,7 +172,6 @@ class Params2(Params):
 
 @dataclass(frozen=True)
 class Params3(Params2):
-    kappa: float = 3.0  # a wider cone: an attacker's budget goes to the unverified part, less along g~_j
     clip: float = 1000.0  # the guiding clip lifted (a bound on overflow only): c2_clip sets the lengths
     c2_clip: float = 1.0  # each row's ||z_j|| / ||g~_j|| at most the round's median of it
     spectral_median: bool = True  # keep the honest consensus along the two directions, drop only the attackers' skew
@@ -196,18 +195,16 @@ class DiverseFLPlus2(DiverseFLPlus):
 @register("rule", "diversefl_plus3")
 class DiverseFLPlus3(DiverseFLPlus):
     """``diversefl_plus2`` keeping the rows' median along the two shared directions instead of removing them, the
-    step lengthened to the rows' length as sent (issue #26, module text steps 6-7), a cone three times as wide, and
-    each row's C2 capped at the round's median instead of 2.
+    step lengthened to the rows' length as sent (issue #26, module text steps 6-7), and each row's C2 capped at the
+    round's median instead of 2.
 
     On Fig. 3 against the full-gradient push the spectral step removed the push; what still cost accuracy were the
-    attackers' parts along their own g~_j (an attacker at the cone edge puts 1/sqrt(1 + kappa²) of its length there),
-    which made the model fit the guiding samples: ||g~_j|| shrank, the 2 ||g~_j|| clip then cut every honest row to a
-    fraction of its length. kappa = 3 moves most of an attacker's budget to the unverified part, where the spectral
-    step's median handles it, and the samples stay about as unfitted as without an attack; the median keeps the
-    honest rows' consensus along the directions that removal took with the push. Rows that are only 2 g~_j fit the
-    samples too; once they are fitted every honest row's C2 is far above 2 and the 2 ||g~_j|| clip made such rows
-    weigh as much as an honest one: capped at the round's median C2 instead, honest rows keep their length and
-    those rows shrink with their g~_j. Measured gains and what is left: docs/attacks.md."""
+    attackers' parts along their own g~_j, 30-point sample gradients that made the model fit the guiding samples:
+    ||g~_j|| shrank, and the 2 ||g~_j|| clip then cut every honest row to a fraction of its length while rows that
+    are only 2 g~_j kept theirs. Capped at the round's median C2 instead, honest rows keep their length and such
+    rows shrink with their g~_j; the median keeps the honest rows' consensus along the directions that removal took
+    with the push. (A cone three times as wide, kappa = 3, helped under the 2 ||g~_j|| clip, not with these
+    lengths.) Measured gains and what is left: docs/attacks.md."""
 
     Params = Params3
 
