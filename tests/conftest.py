@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
 from mpifl import build, registry  # noqa: F401 - build registers the built-in choices
 from mpifl.config import ExperimentConfig, from_tree
 from mpifl.server import Server
+from mpifl.train import RunResult, run
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -90,3 +94,18 @@ class FixedGuiding:
         if adjust is not None:
             z[:] = adjust(torch.arange(len(z), device=z.device), z, g)
         return dots, norms, g.sum(dim=0)
+
+
+def resumed_run_equals_whole(tree: Callable[..., dict], tmp_path: Path) -> RunResult:
+    """Runs ``small_config(**tree())`` straight through, and again into another file stopped after round 3
+    (``tree(rounds=3)``) and resumed; asserts θ, the accepted sets and the flags of every round and the test accuracy
+    after round 3 (the short run evaluates at its last round) are the same bits. The straight run's result."""
+    whole = run(small_config(**tree()), tmp_path / "whole.h5", progress=None)
+    out = tmp_path / "resumed.h5"
+    run(small_config(**tree(rounds=3)), out, progress=None)
+    run(small_config(**tree()), out, progress=None, resume=True)
+    with h5py.File(whole.path) as a, h5py.File(out) as b:
+        for name in ("model/theta", "clients/accepted", "clients/flags"):
+            assert np.array_equal(a[name][:], b[name][:], equal_nan=True), name
+        assert np.array_equal(a["test_accuracy"][3:], b["test_accuracy"][3:], equal_nan=True)
+    return whole

@@ -16,14 +16,13 @@ from mpifl import build, registry, transport
 from mpifl.attacks.adversary import Adversary
 from mpifl.byzfl import translate
 from mpifl.clients import ClientData, GradientClients
-from mpifl.config import from_tree
 from mpifl.data.datasets import Scaling
 from mpifl.errors import ConfigError
 from mpifl.models import FlatModel
 from mpifl.registry import NoParams
 from mpifl.train import _setup, run
 
-from .conftest import small_config, small_tree
+from .conftest import resumed_run_equals_whole, small_config, small_tree
 from .mpi_helpers import mpirun, needs_mpirun, train_cmd
 
 
@@ -95,13 +94,7 @@ def test_refused_with_model_copy_clients():
 
 
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path: Path):
-    whole = run(small_config(**flip_tree()), tmp_path / "whole.h5", progress=None)
-    out = tmp_path / "resumed.h5"
-    run(small_config(**flip_tree(rounds=3)), out, progress=None)
-    run(small_config(**flip_tree()), out, progress=None, resume=True)
-    with h5py.File(whole.path) as a, h5py.File(out) as b:
-        for name in ("model/theta", "clients/accepted", "clients/flags"):
-            assert np.array_equal(a[name][:], b[name][:], equal_nan=True), name
+    whole = resumed_run_equals_whole(flip_tree, tmp_path)
     plain = run(small_config(**flip_tree(attack={"name": "mean_sign_flip"})), tmp_path / "other.h5", progress=None)
     assert not torch.equal(plain.theta, whole.theta)
 

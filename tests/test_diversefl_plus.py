@@ -247,6 +247,16 @@ def test_robust_unverified_clips_to_the_median_and_trims_hand_checked():
     torch.testing.assert_close(robust_unverified(o, rows, 1, 0.0, 0.0), -shared_part(o, rows, 1))
 
 
+def units_and_orthogonal_units(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, d] random unit rows u, then [n, d] random unit rows v, each orthogonal to its own u (drawn in that order
+    from torch's global generator)."""
+    u = torch.randn(n, d)
+    u = u / u.norm(dim=1, keepdim=True)
+    v = torch.randn(n, d)
+    v = v - (v * u).sum(dim=1, keepdim=True) * u
+    return u, v / v.norm(dim=1, keepdim=True)
+
+
 @pytest.mark.parametrize("directions, spread", [(1, 1), (2, 2), (4, 4), (9, 4)])
 def test_zero_sum_decoys_spread_their_energy_evenly_over_their_directions(directions: int, spread: int):
     """Five rows: one direction pairs them (the shortest row takes none); two a pentagon; four or more the two
@@ -254,11 +264,7 @@ def test_zero_sum_decoys_spread_their_energy_evenly_over_their_directions(direct
     from mpifl.attacks.adaptive import zero_sum_decoys
     torch.manual_seed(9)
     b, d = 5, 300
-    u = torch.randn(b, d)
-    u = u / u.norm(dim=1, keepdim=True)
-    v = torch.randn(b, d)
-    v = v - (v * u).sum(dim=1, keepdim=True) * u
-    v = v / v.norm(dim=1, keepdim=True)
+    u, v = units_and_orthogonal_units(b, d)
     across = torch.rand(b, 1) + 1
     o = zero_sum_decoys(u, v, across, directions, 3.0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(o.norm(dim=1), across[:, 0])
@@ -347,11 +353,7 @@ def fitted_round() -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
     them, given aggregator params)."""
     torch.manual_seed(12)
     n, d = 8, 60
-    g = torch.randn(n, d)
-    g = g / g.norm(dim=1, keepdim=True)
-    w = torch.randn(n, d)
-    w = w - (w * g).sum(dim=1, keepdim=True) * g
-    w = w / w.norm(dim=1, keepdim=True)  # unit, orthogonal to g~_j
+    g, w = units_and_orthogonal_units(n, d)  # ||g~_j|| = 1; w_j unit, orthogonal to g~_j
     z = 5.0 * (0.9 * g + math.sqrt(1 - 0.81) * w)
     z[7] = 1000.0 * (g[7] + w[7]) / math.sqrt(2)
     theta, nobody = torch.zeros(d), torch.zeros(n, dtype=torch.bool)

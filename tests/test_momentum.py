@@ -14,7 +14,7 @@ from mpifl.config import from_tree
 from mpifl.errors import ConfigError
 from mpifl.train import _setup, run
 
-from .conftest import small_config, small_tree
+from .conftest import resumed_run_equals_whole, small_config, small_tree
 from .mpi_helpers import mpirun, needs_mpirun, train_cmd
 
 
@@ -56,14 +56,7 @@ def test_two_rounds_by_hand(tmp_path: Path):
 
 
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path: Path):
-    whole = run(small_config(**momentum_tree()), tmp_path / "whole.h5", progress=None)
-    out = tmp_path / "resumed.h5"
-    run(small_config(**momentum_tree(rounds=3)), out, progress=None)
-    run(small_config(**momentum_tree()), out, progress=None, resume=True)
-    with h5py.File(whole.path) as a, h5py.File(out) as b:
-        for name in ("model/theta", "clients/accepted", "clients/flags"):  # (the 3-round run evaluated at round 3)
-            assert np.array_equal(a[name][:], b[name][:], equal_nan=True), name
-        assert np.array_equal(a["test_accuracy"][3:], b["test_accuracy"][3:], equal_nan=True)
+    resumed_run_equals_whole(momentum_tree, tmp_path)
 
 
 def test_checkpoint_carries_every_clients_momentum(tmp_path: Path):

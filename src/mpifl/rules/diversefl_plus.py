@@ -146,14 +146,10 @@ class DiverseFLPlus(Rule):
         p = self.params
         unverified = view.unverified
         if p.c2_clip and view.guiding_norm is not None:
-            scale = median_c2_clip(z, view.guiding_norm, view.valid, p.c2_clip)
-            z = z * scale[:, None]
-            unverified = None if unverified is None else unverified * scale[:, None]
+            z, unverified = scaled(median_c2_clip(z, view.guiding_norm, view.valid, p.c2_clip), z, unverified)
         if p.row_clip:
             floor = None if not p.floor_clip or view.guiding_norm is None else p.floor_clip * view.guiding_norm
-            scale = median_clip(z, view.valid, p.row_clip, floor)
-            z = z * scale[:, None]
-            unverified = None if unverified is None else unverified * scale[:, None]
+            z, unverified = scaled(median_clip(z, view.valid, p.row_clip, floor), z, unverified)
         direction = masked_mean(z, view.valid)
         if (p.orth_clip or p.orth_trim) and unverified is not None:
             direction = direction + robust_unverified(unverified, view.valid, p.spectral, p.orth_clip, p.orth_trim)
@@ -222,6 +218,12 @@ def shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor
     weights = torch.zeros(parts.shape[0], dtype=torch.float64, device=parts.device)
     weights[rows] = vectors @ vectors.sum(dim=0)
     return (weights.to(parts.dtype) @ parts) / k
+
+
+def scaled(scale: torch.Tensor, z: torch.Tensor,
+           unverified: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(z, unverified) with each row j multiplied by scale_j [n]: a row's unverified part shrinks with the row."""
+    return z * scale[:, None], None if unverified is None else unverified * scale[:, None]
 
 
 def median_shared_part(parts: torch.Tensor, rows: torch.Tensor, r: int) -> torch.Tensor:
